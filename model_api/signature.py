@@ -1,0 +1,29 @@
+"""Names of the exported serving signatures, their inputs and outputs.
+
+The input name follows TF Serving's ResNet example (`image_bytes`), so stock clients work:
+https://github.com/tensorflow/serving/blob/master/tensorflow_serving/example/resnet_client_grpc.py
+"""
+
+# TF Serving's default signature key (tensorflow/python/saved_model/signature_constants.py).
+SERVING_DEFAULT = "serving_default"
+# Second signature: already-preprocessed float32 images in [-1, 1].
+PREDICT_IMAGES = "predict_images"
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+INPUT_IMAGE_BYTES = "image_bytes"
+INPUT_IMAGES = "images"
+
+OUTPUT_PROBABILITIES = "probabilities"
+OUTPUT_CLASSES = "classes"
+OUTPUT_LABELS = "labels"
+OUTPUT_LOGITS = "logits"
+OUTPUT_KEYS = (OUTPUT_PROBABILITIES, OUTPUT_CLASSES, OUTPUT_LABELS, OUTPUT_LOGITS)
+
+# Files inside a version directory (TF Serving reads assets.extra/tf_serving_warmup_requests:
+# https://www.tensorflow.org/tfx/serving/saved_model_warmup).
+LABELS_FILE = "assets/labels.txt"
+MODEL_CARD_FILE = "assets.extra/model_card.json"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# Largest decoded image the signature accepts, in pixels (width * height).
+DEFAULT_MAX_PIXELS = 40_000_000

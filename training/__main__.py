@@ -1,0 +1,126 @@
+"""train-job: TensorFlow's transfer-learning tutorial as one resumable command.
+
+    config -> data -> model -> phase 1 (feature extraction) -> phase 2 (fine-tuning)
+           -> report -> export (validated, atomically published SavedModel)
+
+Run `train-job --help` (or `python -m training --help`) for every flag; each one is also
+a TRAIN_* environment variable.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from training.config import TrainConfig, from_env_and_args
+
+
+def _keep_caches_in(work_dir: str) -> None:
+    """Keras and matplotlib caches go under the work dir unless the user set them."""
+    os.environ.setdefault("KERAS_HOME", os.path.join(os.path.abspath(work_dir), "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(work_dir), "matplotlib"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run(config: TrainConfig) -> dict:
+    import keras
+    import numpy as np
+
+    from training import data as data_lib
+    from training import model as model_lib
+    from training import phases, report
+    from training.distribute import make_runtime
+    from training.progress import say
+
+    runtime = make_runtime()
+    work_dir = runtime.work_dir_for(config.work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    # 1. Data: train/validation/test splits of (uint8 image, label).
+    data = data_lib.load(config)
+    for name, split in data.splits().items():
+        skipped = f", skipped {split.skipped} unreadable" if split.skipped else ""
+        say(f"[data] {name}: {split.count} images{skipped}")
+        for path, reason in split.skipped_files[:5]:
+            say(f"[data]   skipped {path}: {reason}")
+    say(f"[data] classes: {', '.join(data.class_names)} (from {data.source})")
+    if data.train.count == 0:
+        raise data_lib.DataError("no decodable training images")
+
+    # 2. Model: MobileNetV2 pretrained on ImageNet + GlobalAveragePooling + Dense logits.
+    with runtime.strategy.scope():
+        classifier = model_lib.build_classifier(len(data.class_names), config.img_size, config.weights)
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"), write_graph=False)]
+
+    # 3. Phase 1, feature extraction: train the head on the frozen base.
+    with runtime.strategy.scope():
+        results = [phases.feature_extraction(config, classifier, data, callbacks)]
+
+    # 4. Phase 2, fine-tuning: unfreeze the top of the base and train at a tenth of the rate.
+    if config.fine_tune_epochs > 0:
+        with runtime.strategy.scope():
+            results.append(phases.fine_tuning(config, classifier, data, callbacks))
+
+    # 5. Report: metrics.json, learning curves, predictions on test images; the Keras model.
+    model_path = os.path.join(work_dir, "model.keras")
+    classifier.model.save(model_path)
+    samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(12)]
+    if samples:
+        inputs = np.stack([phases.format_example(img, config.img_size).numpy() for img, _ in samples])
+        logits = classifier.model.predict(inputs, verbose=0)
+        probabilities = _probabilities(logits)
+        predicted = probabilities.argmax(axis=1)
+        report.plot_samples([img for img, _ in samples], [data.class_names[lab] for _, lab in samples],
+                            [data.class_names[p] for p in predicted], probabilities.max(axis=1),
+                            os.path.join(work_dir, "samples.png"))
+    report.plot_learning_curves(results, os.path.join(work_dir, "curves.png"))
+    metrics = report.build_metrics(config, data, results, {"model_path": model_path})
+    report.write_metrics(work_dir, metrics)
+    say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f} in {r.seconds:.1f}s" for r in results))
+    say(f"[report] wrote {work_dir}/metrics.json, curves.png, samples.png, model.keras; TensorBoard logs in {work_dir}/logs")
+
+    # 6. Export: a versioned SavedModel taking raw image bytes, validated, then published.
+    if config.export and runtime.is_chief:
+        from training import export
+
+        published = export.export_from_training(config, classifier.model, data, metrics)
+        metrics["export"] = published
+        report.write_metrics(work_dir, metrics)
+    return metrics
+
+
+def _probabilities(logits):
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def main(argv=None) -> int:
+    config = from_env_and_args(argv)
+    _keep_caches_in(config.work_dir)
+    from training.data import DataError
+    from training.model import WeightsUnavailable
+
+    started = time.perf_counter()
+    try:
+        run(config)
+    except (DataError, WeightsUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"done in {time.perf_counter() - started:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The training job's one configuration: a typed dataclass built from flags and environment.
+
+Every field is a flag (`--fine-tune-at`) and an environment variable (`TRAIN_FINE_TUNE_AT`);
+a flag wins over the environment, which wins over the default. The defaults reproduce
+TensorFlow's transfer-learning tutorial (MobileNetV2, cats_vs_dogs 80/10/10, 160 px,
+batch 32, RMSprop 1e-4 for 10 epochs, then fine-tuning from layer 100 at 1e-5 for 10).
+Nothing else in the project reads `os.environ` or `sys.argv` for training.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+ENV_PREFIX = "TRAIN_"
+
+
+def _opt(help_text: str, **extra):
+    return field(default=extra.pop("default", None), metadata={"help": help_text, **extra})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -----------------------------------------------------------------------------
+    dataset: str = field(default="cats_vs_dogs", metadata={
+        "help": "TFDS image-classification dataset name (ignored when --data-dir is given)."})
+    data_dir: Optional[str] = _opt("Folder with one sub-folder of images per class (2 or more); "
+                                   "replaces --dataset. Split 80/10/10 with --seed.")
+    tfds_data_dir: Optional[str] = _opt("TFDS data directory (a cache volume); TFDS's default if unset.")
+    train_split: str = field(default="train[:80%]", metadata={"help": "TFDS split for training."})
+    validation_split: str = field(default="train[80%:90%]", metadata={"help": "TFDS split for validation."})
+    test_split: str = field(default="train[90%:]", metadata={"help": "TFDS split for the test."})
+    max_images: int = field(default=0, metadata={
+        "help": "Use at most this many images of the whole dataset before splitting (0 = all); for quick runs."})
+    seed: int = field(default=1337, metadata={"help": "Seed of the data split, shuffling and initialisation."})
+    # --- preprocessing ---------------------------------------------------------------------
+    img_size: int = field(default=160, metadata={"help": "Square input size in pixels (tutorial: 160)."})
+    batch_size: int = field(default=32, metadata={"help": "Global batch size (tutorial: 32)."})
+    shuffle_buffer: int = field(default=1000, metadata={"help": "Shuffle buffer (tutorial: 1000)."})
+    augment: bool = field(default=False, metadata={
+        "help": "Random flip and rotation as in the newer tutorial; trains end to end (no caches)."})
+    # --- model -----------------------------------------------------------------------------
+    weights: str = field(default="imagenet", metadata={
+        "help": "'imagenet' (downloaded by Keras), 'none' (random), or a path to a Keras weights file "
+                "for MobileNetV2(include_top=False)."})
+    # --- phases ----------------------------------------------------------------------------
+    learning_rate: float = field(default=1e-4, metadata={"help": "RMSprop learning rate of phase 1; phase 2 uses a tenth."})
+    epochs: int = field(default=10, metadata={"help": "Phase 1 (feature extraction) epochs."})
+    fine_tune_epochs: int = field(default=10, metadata={"help": "Phase 2 (fine-tuning) epochs; 0 skips phase 2."})
+    fine_tune_at: int = field(default=100, metadata={"help": "Unfreeze the base from this layer index in phase 2."})
+    cache: bool = field(default=True, metadata={
+        "help": "Train on cached frozen-base outputs (same mathematics, less work); --no-cache runs end to end."})
+    mixed_precision: bool = field(default=False, metadata={"help": "mixed_float16 compute (GPUs with tensor cores)."})
+    # --- outputs ---------------------------------------------------------------------------
+    work_dir: str = field(default="work", metadata={
+        "help": "Everything the run writes: metrics, figures, checkpoints, logs, caches."})
+    export: bool = field(default=True, metadata={"help": "Export and publish a SavedModel at the end."})
+    model_base_path: str = field(default="models", metadata={"help": "TF Serving base path to publish into."})
+    model_name: Optional[str] = _opt("Model name under the base path (default: the dataset's or data folder's name).")
+    version: int = field(default=0, metadata={"help": "Version to publish (0 = next after the highest present)."})
+    min_accuracy: float = field(default=0.0, metadata={"help": "Gate: the lowest test accuracy that may be published."})
+    max_regression: float = field(default=0.01, metadata={
+        "help": "Gate: the most test accuracy may drop below the newest published version's."})
+    force: bool = field(default=False, metadata={"help": "Publish even when the accuracy gate fails (says so)."})
+    keep: int = field(default=0, metadata={"help": "After publishing keep only the newest N versions (0 = keep all)."})
+    serving_config: Optional[str] = _opt("TF Serving models.config whose version labels --keep must never remove.")
+    max_pixels: int = field(default=40_000_000, metadata={"help": "Largest decoded image the signature accepts."})
+
+    @property
+    def fine_tune_learning_rate(self) -> float:
+        return self.learning_rate / 10
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.fine_tune_epochs
+
+    @property
+    def source_name(self) -> str:
+        """The data's name: the data folder's base name, or the TFDS dataset name."""
+        if self.data_dir:
+            return os.path.basename(os.path.normpath(self.data_dir))
+        return self.dataset.split(":")[0].split("/")[0]
+
+    @property
+    def resolved_model_name(self) -> str:
+        return self.model_name or self.source_name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    annotation = str(f.type)
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if annotation == name:
+            return kind
+    return str
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train-job", description=description or __doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}]"
+        kind = _field_type(f)
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text + f" (default: {f.default})")
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                                help=help_text + f" (default: {f.default})")
+    return parser
+
+
+def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = None) -> TrainConfig:
+    """flags > TRAIN_* environment variables > defaults."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        raw = environ.get(_env_name(f.name))
+        if raw is None:
+            continue
+        kind = _field_type(f)
+        try:
+            values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
+        except ValueError as err:
+            raise SystemExit(f"error: {_env_name(f.name)}={raw!r}: {err}")
+    values.update(vars(build_parser().parse_args(argv)))
+    config = TrainConfig(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: TrainConfig) -> None:
+    problems = []
+    if config.img_size < 32:
+        problems.append("--img-size must be at least 32 (MobileNetV2's minimum)")
+    if config.batch_size < 1:
+        problems.append("--batch-size must be positive")
+    if config.epochs < 0 or config.fine_tune_epochs < 0:
+        problems.append("epochs cannot be negative")
+    if config.fine_tune_at < 0:
+        problems.append("--fine-tune-at cannot be negative")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))

@@ -1,0 +1,177 @@
+"""MobileNetV2 base + GlobalAveragePooling + Dense head, and the freezing of each phase.
+
+As in TensorFlow's transfer-learning tutorial, the base runs in inference mode
+(`base(x, training=False)`) so its BatchNormalization layers keep their ImageNet
+statistics when they are unfrozen for fine-tuning. Keras 3's functional models override an
+inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
+a fine-tuning step changed block_16_project_BN's moving mean). `InferenceModeModel` fixes
+that with a custom train step that calls the model with `training=False`; BN gamma/beta
+stay trainable, as in the tutorial (1,862,721 trainable parameters in phase 2). The model
+has no layer that should run in training mode (no dropout; augmentation runs in tf.data).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+FEATURE_DIM = 1280  # MobileNetV2 alpha=1.0 pooled features
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested pretrained weights cannot be loaded (offline, missing or wrong file)."""
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class InferenceModeModel(keras.Model):
+    """A functional Keras model whose fit() runs every layer in inference mode.
+
+    Follows keras.io "Customizing what happens in fit() with TensorFlow", changing only
+    the forward pass to training=False.
+    """
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=False)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            else:
+                metric.update_state(y, y_pred, sample_weight=sample_weight)
+        return {m.name: m.result() for m in self.metrics}
+
+
+@dataclass
+class Classifier:
+    """The full model and the named parts each phase trains."""
+
+    model: keras.Model        # images [-1, 1] -> logits
+    base: keras.Model         # MobileNetV2 without top
+    pool: keras.layers.Layer  # GlobalAveragePooling2D
+    head: keras.layers.Layer  # Dense(1) for 2 classes, Dense(N) otherwise
+    num_classes: int
+
+    @property
+    def binary(self) -> bool:
+        return self.num_classes == 2
+
+
+def resolve_weights(spec: str) -> str | None:
+    """'imagenet' | 'none' | a path -> what keras.applications accepts, or a clear error."""
+    if spec.lower() == "none":
+        return None
+    if spec.lower() == "imagenet":
+        return "imagenet"
+    if not os.path.isfile(spec):
+        raise WeightsUnavailable(f"weights file not found: {spec}")
+    return spec
+
+
+def build_base(img_size: int, weights: str) -> keras.Model:
+    resolved = resolve_weights(weights)
+    try:
+        return keras.applications.MobileNetV2(
+            input_shape=(img_size, img_size, 3), include_top=False, weights=resolved)
+    except Exception as err:  # Keras raises plain Exception for download failures
+        if resolved == "imagenet":
+            raise WeightsUnavailable(
+                "could not download the ImageNet weights for MobileNetV2 (is this machine offline?); "
+                f"pass --weights PATH to a Keras .weights.h5 file instead ({_first_line(err)})") from err
+        if resolved is not None:
+            raise WeightsUnavailable(
+                f"could not load weights from {resolved}: {_first_line(err)} "
+                "(expected MobileNetV2(alpha=1.0, include_top=False) Keras weights)") from err
+        raise
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def build_classifier(num_classes: int, img_size: int, weights: str) -> Classifier:
+    if num_classes < 2:
+        raise ValueError("a classifier needs at least 2 classes")
+    base = build_base(img_size, weights)
+    base.trainable = False
+    pool = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")
+    # The head stays float32 under mixed precision so logits and losses are exact enough.
+    head = keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits", dtype="float32")
+    inputs = keras.Input((img_size, img_size, 3), name="images")
+    outputs = head(pool(base(inputs, training=False)))
+    model = InferenceModeModel(inputs, outputs, name="transfer_mobilenet_v2")
+    return Classifier(model=model, base=base, pool=pool, head=head, num_classes=num_classes)
+
+
+def loss_and_metrics(num_classes: int):
+    """The tutorial's loss and accuracy on logits for 2 classes; their sparse versions for N."""
+    if num_classes == 2:
+        return (keras.losses.BinaryCrossentropy(from_logits=True),
+                [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            [keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def compile_for(model: keras.Model, num_classes: int, learning_rate: float) -> None:
+    loss, metrics = loss_and_metrics(num_classes)
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss=loss, metrics=metrics)
+
+
+def freeze_for_feature_extraction(classifier: Classifier) -> None:
+    """Phase 1: the whole base frozen; only the head trains."""
+    classifier.base.trainable = False
+
+
+def unfreeze_from(classifier: Classifier, fine_tune_at: int) -> None:
+    """Phase 2: the base trainable from layer `fine_tune_at` up, as in the tutorial."""
+    classifier.base.trainable = True
+    for layer in classifier.base.layers[:fine_tune_at]:
+        layer.trainable = False
+
+
+def trainable_parameter_count(model: keras.Model) -> int:
+    return int(sum(int(tf.size(w)) for w in model.trainable_weights))
+
+
+def cut_layer_index(base: keras.Model, fine_tune_at: int) -> int:
+    """The deepest layer below `fine_tune_at` whose output alone feeds everything above it.
+
+    Everything up to that layer is frozen and in inference mode, so its output per image
+    never changes during phase 2 and can be computed once. For MobileNetV2 and
+    fine_tune_at=100 this is block_10_project_BN (10x10x96 at 160 px): layer 100 sits inside
+    block 11, whose residual add also needs the block's input. Returns 0 (the input layer)
+    when no useful cut exists.
+    """
+    index = {id(layer): i for i, layer in enumerate(base.layers)}
+    earliest_input = []  # for each layer, the smallest index among its inbound layers
+    for layer in base.layers:
+        inbound = [index[id(node_layer)] for node in layer._inbound_nodes
+                   for node_layer in _inbound_layers(node)]
+        earliest_input.append(min(inbound) if inbound else len(base.layers))
+    for cut in range(min(fine_tune_at, len(base.layers)) - 1, 0, -1):
+        if all(earliest_input[j] >= cut for j in range(cut + 1, len(base.layers))):
+            return cut
+    return 0
+
+
+def _inbound_layers(node):
+    layers = []
+    for tensor in node.arguments.keras_tensors:
+        layers.append(tensor._keras_history.operation)
+    return layers
+
+
+def split_at(base: keras.Model, cut: int) -> tuple[keras.Model, keras.Model]:
+    """(trunk, top): trunk maps images to layer `cut`'s output, top maps that to the base's
+    output. Both share the base's layers (and so its weights)."""
+    cut_output = base.layers[cut].output
+    trunk = keras.Model(base.input, cut_output, name="trunk")
+    top = keras.Model(cut_output, base.output, name="top")
+    return trunk, top
