@@ -56,13 +56,14 @@ def run(config: TrainConfig) -> dict:
     callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"), write_graph=False)]
 
     # 3. Phase 1, feature extraction: train the head on the frozen base.
+    frozen = phases.FrozenOutputs()  # frozen layers' outputs, computed once for both phases
     with runtime.strategy.scope():
-        results = [phases.feature_extraction(config, classifier, data, callbacks)]
+        results = [phases.feature_extraction(config, classifier, data, callbacks, frozen)]
 
     # 4. Phase 2, fine-tuning: unfreeze the top of the base and train at a tenth of the rate.
     if config.fine_tune_epochs > 0:
         with runtime.strategy.scope():
-            results.append(phases.fine_tuning(config, classifier, data, callbacks))
+            results.append(phases.fine_tuning(config, classifier, data, callbacks, frozen))
 
     # 5. Report: metrics.json, learning curves, predictions on test images; the Keras model.
     model_path = os.path.join(work_dir, "model.keras")
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     _keep_caches_in(config.work_dir)
     from training.data import DataError
     from training.model import WeightsUnavailable
+    from training.publish import GateFailed, PublishError
 
     started = time.perf_counter()
     try:
@@ -115,6 +117,9 @@ def main(argv=None) -> int:
     except (DataError, WeightsUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (GateFailed, PublishError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

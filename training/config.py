@@ -115,17 +115,18 @@ def _field_type(f: dataclasses.Field) -> type:
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train-job", description=description or __doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}]"
+        default = str(f.default).replace("%", "%%")  # argparse formats help with %
+        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}]".replace("%", "%%")
         kind = _field_type(f)
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text + f" (default: {f.default})")
+                                default=argparse.SUPPRESS, help=help_text + f" (default: {default})")
         else:
             parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                                help=help_text + f" (default: {f.default})")
+                                help=help_text + f" (default: {default})")
     return parser
 
 

@@ -152,8 +152,11 @@ def cut_layer_index(base: keras.Model, fine_tune_at: int) -> int:
     index = {id(layer): i for i, layer in enumerate(base.layers)}
     earliest_input = []  # for each layer, the smallest index among its inbound layers
     for layer in base.layers:
-        inbound = [index[id(node_layer)] for node in layer._inbound_nodes
-                   for node_layer in _inbound_layers(node)]
+        inbound = []
+        for node in layer._inbound_nodes:
+            sources = [index.get(id(source)) for source in _inbound_layers(node)]
+            if None not in sources:  # skip calls from other graphs (e.g. the cached top's Input)
+                inbound.extend(sources)
         earliest_input.append(min(inbound) if inbound else len(base.layers))
     for cut in range(min(fine_tune_at, len(base.layers)) - 1, 0, -1):
         if all(earliest_input[j] >= cut for j in range(cut + 1, len(base.layers))):

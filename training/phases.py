@@ -11,6 +11,7 @@ With --augment the inputs are random every epoch, so both phases train end to en
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -50,10 +51,38 @@ class PhaseResult:
 
 @dataclass
 class _Plan:
-    """What trains: `model` on the output of `stem` (a frozen model, or None for raw images)."""
+    """What fit() trains (`model`) and on what: raw images when `trunk` is None, otherwise
+    the frozen `trunk`'s output per image (computed once), passed through the frozen
+    `rest` when it is set."""
 
     model: keras.Model
-    stem: keras.Model | None
+    trunk: keras.Model | None = None
+    rest: keras.Model | None = None
+
+
+class FrozenOutputs:
+    """Outputs of frozen trunks, per split, computed once and shared by both phases.
+
+    Phase 1's pooled features are pool(top(trunk(x))) with every layer frozen, so when
+    phase 2 will cache the trunk anyway, phase 1 computes the trunk once and derives its
+    features from it: one pass over the images for the whole job.
+    """
+
+    def __init__(self):
+        self._arrays: dict = {}
+        self._splits: dict = {}
+
+    def split(self, base: keras.Model, cut: int) -> tuple[keras.Model, keras.Model]:
+        key = (id(base), cut)
+        if key not in self._splits:
+            self._splits[key] = split_at(base, cut)
+        return self._splits[key]
+
+    def trunk_outputs(self, trunk: keras.Model, split_name: str, split: Split, config: TrainConfig):
+        key = (id(trunk), split_name)
+        if key not in self._arrays:
+            self._arrays[key] = compute_once(trunk, split, config)
+        return self._arrays[key]
 
 
 # --- input pipelines --------------------------------------------------------------------
@@ -85,7 +114,7 @@ def compute_once(stem: keras.Model, split: Split, config: TrainConfig) -> tuple[
     One pass in inference mode; every worker of a multi-worker run computes the whole
     cache itself, so all replicas train on identical inputs.
     """
-    run_stem = tf.function(lambda x: stem(x, training=False))
+    run_stem = tf.function(lambda x: stem(x, training=False), reduce_retracing=True)
     outputs, labels = [], []
     for images, batch_labels in image_batches(split, config, shuffle=False):
         outputs.append(run_stem(images).numpy())
@@ -97,45 +126,55 @@ def compute_once(stem: keras.Model, split: Split, config: TrainConfig) -> tuple[
 
 # --- the phases -----------------------------------------------------------------------------
 
-def _feature_extraction_plan(classifier: Classifier, use_cache: bool) -> _Plan:
-    if not use_cache:
-        return _Plan(model=classifier.model, stem=None)
+def _feature_extraction_plan(classifier: Classifier, config: TrainConfig, frozen: FrozenOutputs) -> _Plan:
+    if not (config.cache and not config.augment):
+        return _Plan(model=classifier.model)
     features = keras.Input(classifier.pool.output.shape[1:], name="pooled_features")
     head_model = InferenceModeModel(features, classifier.head(features), name="head")
+    cut = cut_layer_index(classifier.base, config.fine_tune_at) if config.fine_tune_epochs else 0
+    if 0 < cut < len(classifier.base.layers) - 1:  # phase 2 caches this trunk: share it
+        trunk, top = frozen.split(classifier.base, cut)
+        cut_input = keras.Input(top.input.shape[1:])
+        rest = keras.Model(cut_input, classifier.pool(top(cut_input, training=False)), name="frozen_top")
+        return _Plan(model=head_model, trunk=trunk, rest=rest)
     stem = keras.Model(classifier.base.input, classifier.pool(classifier.base.output), name="frozen_base")
-    return _Plan(model=head_model, stem=stem)
+    return _Plan(model=head_model, trunk=stem)
 
 
-def _fine_tuning_plan(classifier: Classifier, fine_tune_at: int, use_cache: bool) -> _Plan:
-    cut = cut_layer_index(classifier.base, fine_tune_at) if use_cache else 0
+def _fine_tuning_plan(classifier: Classifier, config: TrainConfig, frozen: FrozenOutputs) -> _Plan:
+    cut = cut_layer_index(classifier.base, config.fine_tune_at) if config.cache and not config.augment else 0
     if cut == 0:
-        return _Plan(model=classifier.model, stem=None)
-    last = len(classifier.base.layers) - 1
-    if cut >= last:  # the whole base stays frozen: this phase trains the head only
-        return _feature_extraction_plan(classifier, use_cache=True)
-    trunk, top = split_at(classifier.base, cut)
+        return _Plan(model=classifier.model)
+    if cut >= len(classifier.base.layers) - 1:  # the whole base stays frozen: train the head only
+        return _feature_extraction_plan(classifier, dataclasses.replace(config, fine_tune_epochs=0), frozen)
+    trunk, top = frozen.split(classifier.base, cut)
     cut_input = keras.Input(top.input.shape[1:], name="cut_" + classifier.base.layers[cut].name)
     outputs = classifier.head(classifier.pool(top(cut_input, training=False)))
-    return _Plan(model=InferenceModeModel(cut_input, outputs, name="top_and_head"), stem=trunk)
+    return _Plan(model=InferenceModeModel(cut_input, outputs, name="top_and_head"), trunk=trunk)
 
 
-def feature_extraction(config: TrainConfig, classifier: Classifier, data: Datasets, callbacks=()) -> PhaseResult:
+def feature_extraction(config: TrainConfig, classifier: Classifier, data: Datasets, callbacks=(),
+                       frozen: FrozenOutputs | None = None) -> PhaseResult:
     """Phase 1: base frozen, RMSprop(lr), `config.epochs` epochs."""
     freeze_for_feature_extraction(classifier)
-    plan = _feature_extraction_plan(classifier, use_cache=config.cache and not config.augment)
-    return _run_phase("feature_extraction", config, classifier, data, plan, config.learning_rate,
+    frozen = frozen or FrozenOutputs()
+    plan = _feature_extraction_plan(classifier, config, frozen)
+    return _run_phase("feature_extraction", config, classifier, data, plan, frozen, config.learning_rate,
                       first_epoch=0, epochs=config.epochs, callbacks=callbacks)
 
 
-def fine_tuning(config: TrainConfig, classifier: Classifier, data: Datasets, callbacks=()) -> PhaseResult:
+def fine_tuning(config: TrainConfig, classifier: Classifier, data: Datasets, callbacks=(),
+                frozen: FrozenOutputs | None = None) -> PhaseResult:
     """Phase 2: base trainable from `fine_tune_at`, RMSprop(lr / 10), epochs numbered on."""
     unfreeze_from(classifier, config.fine_tune_at)
-    plan = _fine_tuning_plan(classifier, config.fine_tune_at, use_cache=config.cache and not config.augment)
-    return _run_phase("fine_tuning", config, classifier, data, plan, config.fine_tune_learning_rate,
+    frozen = frozen or FrozenOutputs()
+    plan = _fine_tuning_plan(classifier, config, frozen)
+    return _run_phase("fine_tuning", config, classifier, data, plan, frozen, config.fine_tune_learning_rate,
                       first_epoch=config.epochs, epochs=config.fine_tune_epochs, callbacks=callbacks)
 
 
-def _run_phase(name, config, classifier, data, plan, learning_rate, first_epoch, epochs, callbacks) -> PhaseResult:
+def _run_phase(name, config, classifier, data, plan, frozen, learning_rate, first_epoch, epochs,
+               callbacks) -> PhaseResult:
     phase_dir = os.path.join(config.work_dir, "checkpoints", name)
     done_file = os.path.join(phase_dir, "result.json")
     fingerprint = run_fingerprint(config)
@@ -154,17 +193,16 @@ def _run_phase(name, config, classifier, data, plan, learning_rate, first_epoch,
         say(f"[{name}] resuming after epoch {resumed.epoch} from {phase_dir}")
 
     started = time.perf_counter()
-    cached = plan.stem is not None
+    cached = plan.trunk is not None
     if cached:
-        say(f"[{name}] computing the frozen part once for {data.train.count + data.validation.count + data.test.count}"
-            f" images ({plan.stem.name}: output {tuple(plan.stem.output.shape[1:])})")
-        train_x, train_y = compute_once(plan.stem, data.train, config)
-        val_x, val_y = compute_once(plan.stem, data.validation, config)
-        test_x, test_y = compute_once(plan.stem, data.test, config)
-        train_ds = cached_batches(train_x, train_y, config, shuffle=True)
-        val_ds = cached_batches(val_x, val_y, config, shuffle=False)
-        test_ds = cached_batches(test_x, test_y, config, shuffle=False)
-        say(f"[{name}] cached in {time.perf_counter() - started:.1f}s")
+        total = data.train.count + data.validation.count + data.test.count
+        say(f"[{name}] frozen part computed once for {total} images: {plan.trunk.name} -> "
+            f"{tuple(plan.trunk.output.shape[1:])}" + (f" -> {plan.rest.name}" if plan.rest else ""))
+        train_ds, val_ds, test_ds = (
+            cached_batches(*_frozen_inputs(plan, frozen, split_name, split, config), config,
+                           shuffle=split_name == "train")
+            for split_name, split in data.splits().items())
+        say(f"[{name}] cached inputs ready after {time.perf_counter() - started:.1f}s")
     else:
         train_ds = image_batches(data.train, config, shuffle=True, augment=config.augment)
         val_ds = image_batches(data.validation, config, shuffle=False)
@@ -199,6 +237,15 @@ def _run_phase(name, config, classifier, data, plan, learning_rate, first_epoch,
     os.replace(done_file + ".tmp", done_file)
     say(f"[{name}] test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}; {seconds:.1f}s")
     return result
+
+
+def _frozen_inputs(plan: _Plan, frozen: FrozenOutputs, split_name: str, split: Split, config: TrainConfig):
+    outputs, labels = frozen.trunk_outputs(plan.trunk, split_name, split, config)
+    if plan.rest is None:
+        return outputs, labels
+    run_rest = tf.function(lambda x: plan.rest(x, training=False), reduce_retracing=True)
+    parts = [run_rest(outputs[i:i + config.batch_size]).numpy() for i in range(0, len(outputs), config.batch_size)]
+    return (np.concatenate(parts) if parts else np.zeros((0, *plan.rest.output.shape[1:]), np.float32)), labels
 
 
 def _evaluate(model: keras.Model, test_ds: tf.data.Dataset, count: int) -> tuple[float, float]:

@@ -48,20 +48,22 @@ def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
     (little-endian, bytes 18-25; a negative height means top-down rows).
     Fails with InvalidArgument naming the problem for empty, unknown or truncated input.
     """
+    # Each check runs before the next step reads the bytes: explicit control dependencies,
+    # since tf.function only orders stateful ops among themselves.
     length = tf.strings.length(image_bytes)
-    tf.debugging.assert_positive(length, message="image is empty (0 bytes)")
-    magic = tf.strings.substr(image_bytes, 0, 4)
-    is_png = tf.equal(magic, b"\x89PNG")
-    is_gif = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"GIF")
-    is_bmp = tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM")
-    is_jpeg = tf.io.is_jpeg(image_bytes)
-    tf.debugging.Assert(
-        is_png | is_gif | is_bmp | is_jpeg,
-        ["image is not a JPEG, PNG, GIF or BMP file (unknown or corrupt header); its first bytes:",
-         tf.strings.substr(image_bytes, 0, 8)])
-    needed = tf.where(is_png, 24, tf.where(is_gif, 10, tf.where(is_bmp, 26, 4)))
-    tf.debugging.assert_greater_equal(
-        length, needed, message="image is truncated: its header is incomplete")
+    not_empty = tf.debugging.Assert(length > 0, ["image is empty (0 bytes)"])
+    with tf.control_dependencies([not_empty]):
+        is_png = tf.equal(tf.strings.substr(image_bytes, 0, 4), b"\x89PNG")
+        is_gif = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"GIF")
+        is_bmp = tf.equal(tf.strings.substr(image_bytes, 0, 2), b"BM")
+        is_jpeg = tf.strings.substr(image_bytes, 0, 3) == b"\xff\xd8\xff"
+        known = tf.debugging.Assert(
+            is_png | is_gif | is_bmp | is_jpeg,
+            ["image is not a JPEG, PNG, GIF or BMP file (unknown or corrupt header); its first bytes:",
+             tf.strings.substr(image_bytes, 0, 8)])
+    with tf.control_dependencies([known]):
+        needed = tf.where(is_png, 24, tf.where(is_gif, 10, tf.where(is_bmp, 26, 4)))
+        complete = tf.debugging.Assert(length >= needed, ["image is truncated: its header is incomplete"])
 
     def jpeg():
         shape = tf.cast(tf.image.extract_jpeg_shape(image_bytes), tf.int64)
@@ -78,18 +80,18 @@ def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
         height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)  # two's complement
         return height, _read_uint(image_bytes, 18, 4, True)
 
-    return tf.case([(is_png, png), (is_gif, gif), (is_bmp, bmp)], default=jpeg, exclusive=False)
+    with tf.control_dependencies([complete]):
+        return tf.case([(is_png, png), (is_gif, gif), (is_bmp, bmp)], default=jpeg, exclusive=False)
 
 
 def decode_checked(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
     """decode_rgb after refusing, from the header, an image larger than `max_pixels`."""
     height, width = header_size(image_bytes)
     limit_mp = max_pixels / 1e6
-    tf.debugging.assert_less_equal(
-        height * width, tf.constant(max_pixels, tf.int64),
-        message=f"image is too large: over the {limit_mp:g}-megapixel limit (height, width follow)",
-        data=[height, width], summarize=2)
-    with tf.control_dependencies([height, width]):
+    within_limit = tf.debugging.Assert(
+        height * width <= tf.constant(max_pixels, tf.int64),
+        [f"image is too large: over the {limit_mp:g}-megapixel limit; its height and width are", height, width])
+    with tf.control_dependencies([within_limit]):
         return decode_rgb(image_bytes)
 
 

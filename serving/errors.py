@@ -1,0 +1,54 @@
+"""Errors with TF Serving's status codes, shared by the gRPC and REST front ends."""
+from __future__ import annotations
+
+import grpc
+
+from model_api.status import http_status
+
+
+class ServingError(Exception):
+    """A request failed with a gRPC status code and a message meant for the caller."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return http_status(self.code.name)
+
+
+def invalid_argument(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+_NOISE = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+
+
+def clean_tf_message(message: str) -> str:
+    """TF's error text minus the Python-side preamble and the failing node's name."""
+    message = message.split("\n\t [[")[0]
+    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(_NOISE)]
+    return " ".join(lines).strip() or message.strip()
+
+
+def from_tf_error(err) -> ServingError:
+    """A TensorFlow OpError raised while running a signature -> the same status code.
+
+    TF's messages end with the graph node that failed ("\\n\\t [[{{node ...}}]]"); callers
+    need the first part, which says what was wrong with their input.
+    """
+    message = clean_tf_message(err.message or str(err))
+    code_name = {3: "INVALID_ARGUMENT", 5: "NOT_FOUND", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+                 11: "OUT_OF_RANGE", 4: "DEADLINE_EXCEEDED", 12: "UNIMPLEMENTED", 14: "UNAVAILABLE"}.get(
+        getattr(err, "error_code", 13), "INTERNAL")
+    return ServingError(grpc.StatusCode[code_name], message)

@@ -1,0 +1,123 @@
+"""The local model server: the registry plus the gRPC and REST front ends, started and
+stopped together. Used by `model-server` and, in-process, by the tests."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from serving.grpc_server import build_grpc_server
+from serving.registry import ModelRegistry
+from serving.rest_server import build_app
+
+log = logging.getLogger("serving")
+
+
+@dataclass
+class TlsConfig:
+    """TF Serving's SSLConfig (tensorflow_serving/config/ssl_config.proto): PEM contents."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "TlsConfig":
+        """Reads the text-format SSLConfig that `--ssl_config_file` takes. The proto is not in
+        tensorflow-serving-api, and its four scalar fields need nothing more than this."""
+        fields = {}
+        for key, value in re.findall(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|\w+)', text):
+            fields[key] = bytes(value[1:-1], "utf-8").decode("unicode_escape") if value.startswith('"') else value
+        unknown = set(fields) - {"server_key", "server_cert", "custom_ca", "client_verify"}
+        if unknown or "server_key" not in fields or "server_cert" not in fields:
+            raise ValueError(f"SSL config needs server_key and server_cert; unknown fields: {sorted(unknown)}")
+        return cls(fields["server_key"], fields["server_cert"], fields.get("custom_ca", ""),
+                   str(fields.get("client_verify", "false")).lower() == "true")
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.server_key.encode(), self.server_cert.encode())],
+            root_certificates=self.custom_ca.encode() if self.custom_ca else None,
+            require_client_auth=self.client_verify)
+
+
+class LocalServer:
+    def __init__(self, registry: ModelRegistry, host: str = "127.0.0.1", grpc_port: int = 8500,
+                 rest_port: int = 8501, max_request_bytes: int = 64 << 20, threads: int = 8,
+                 tls: TlsConfig | None = None, grace_seconds: float = 30.0):
+        self.registry = registry
+        self.host = host
+        self.grpc_port = grpc_port
+        self.rest_port = rest_port
+        self.max_request_bytes = max_request_bytes
+        self.threads = threads
+        self.tls = tls
+        self.grace_seconds = grace_seconds
+        self._grpc: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rest_thread: threading.Thread | None = None
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
+
+    def start(self) -> "LocalServer":
+        self.registry.start()
+        if self.grpc_port is not None and self.grpc_port >= 0:
+            credentials = self.tls.grpc_credentials() if self.tls else None
+            self._grpc, self.grpc_port = build_grpc_server(self.registry, f"{self.host}:{self.grpc_port}",
+                                                           self.max_request_bytes, self.threads, credentials)
+            self._grpc.start()
+        if self.rest_port:  # 0 disables REST, as --rest_api_port=0 does in TF Serving
+            self._start_rest()
+        log.info("serving %s: gRPC on %s:%s, REST on %s", ", ".join(self.registry.model_names()), self.host,
+                 self.grpc_port, f"{self.host}:{self.rest_port}" if self.rest_port else "off")
+        return self
+
+    def _start_rest(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.rest_port))
+        self.rest_port = sock.getsockname()[1]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            runner = web.AppRunner(build_app(self.registry, self._executor, self.max_request_bytes),
+                                   access_log=None)
+            try:
+                loop.run_until_complete(runner.setup())
+                loop.run_until_complete(web.SockSite(runner, sock, shutdown_timeout=self.grace_seconds).start())
+            except BaseException as err:  # noqa: BLE001
+                failure.append(err)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())  # waits for in-flight requests
+            loop.close()
+
+        self._rest_thread = threading.Thread(target=serve, name="rest", daemon=True)
+        self._rest_thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+
+    def stop(self) -> None:
+        """Graceful: stop accepting, let in-flight requests finish (up to the grace period)."""
+        if self._grpc is not None:
+            self._grpc.stop(self.grace_seconds).wait()
+        if self._loop is not None and self._rest_thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._rest_thread.join(timeout=self.grace_seconds + 5)
+        self._executor.shutdown(wait=True)
+        self.registry.stop()

@@ -1,0 +1,37 @@
+import pytest
+
+from training.config import TrainConfig, build_parser, from_env_and_args
+
+
+def test_defaults_reproduce_the_tutorial():
+    config = from_env_and_args([], environ={})
+    assert (config.dataset, config.img_size, config.batch_size, config.shuffle_buffer) == ("cats_vs_dogs", 160, 32, 1000)
+    assert (config.train_split, config.validation_split, config.test_split) == (
+        "train[:80%]", "train[80%:90%]", "train[90%:]")
+    assert (config.learning_rate, config.epochs, config.fine_tune_at, config.fine_tune_epochs) == (1e-4, 10, 100, 10)
+    assert config.fine_tune_learning_rate == pytest.approx(1e-5)
+    assert config.weights == "imagenet"
+
+
+def test_flag_beats_environment_which_beats_default():
+    environ = {"TRAIN_EPOCHS": "3", "TRAIN_FINE_TUNE_AT": "50", "TRAIN_CACHE": "false"}
+    config = from_env_and_args(["--epochs", "5"], environ=environ)
+    assert config.epochs == 5
+    assert config.fine_tune_at == 50
+    assert config.cache is False
+
+
+def test_bad_environment_value_is_a_clear_error():
+    with pytest.raises(SystemExit, match="TRAIN_EPOCHS"):
+        from_env_and_args([], environ={"TRAIN_EPOCHS": "many"})
+
+
+def test_help_names_every_environment_variable():
+    text = build_parser().format_help()
+    for name in ("TRAIN_DATA_DIR", "TRAIN_WEIGHTS", "TRAIN_FINE_TUNE_EPOCHS", "TRAIN_MODEL_BASE_PATH"):
+        assert name in text
+
+
+def test_model_name_defaults_to_the_data_folder_name(tmp_path):
+    assert TrainConfig(data_dir=str(tmp_path / "flowers") + "/").resolved_model_name == "flowers"
+    assert TrainConfig(dataset="cats_vs_dogs:4.0.1").resolved_model_name == "cats_vs_dogs"

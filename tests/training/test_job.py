@@ -1,0 +1,82 @@
+"""The job as a user runs it: one command, one-line errors, resumable after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, TINY_IMG, make_image_folder
+
+
+def run_job(*args, env_extra=None, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_one_class_folder_is_a_one_line_error(tmp_path):
+    folder = make_image_folder(tmp_path / "p", classes=("cat",), per_class=2)
+    result = run_job("--data-dir", str(folder), "--weights", "none", "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "at least 2 classes" in error_line(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_job("--data-dir", str(tmp_path / "empty"), "--weights", "none", "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2 and "at least 2 classes" in error_line(result)
+
+
+def test_missing_weights_file_is_a_one_line_error(tmp_path, image_folder):
+    result = run_job("--data-dir", str(image_folder), "--weights", str(tmp_path / "nope.weights.h5"),
+                     "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2 and "weights file not found" in error_line(result)
+
+
+def test_unknown_tfds_dataset_is_a_one_line_error(tmp_path):
+    result = run_job("--dataset", "no_such_dataset_xyz", "--tfds-data-dir", str(tmp_path / "tfds"),
+                     "--weights", "none", "--work-dir", str(tmp_path / "w"))
+    assert result.returncode == 2 and "unknown TFDS dataset 'no_such_dataset_xyz'" in error_line(result)
+
+
+def test_a_run_killed_mid_phase_resumes_at_the_right_epoch(tmp_path):
+    folder = make_image_folder(tmp_path / "photos", per_class=12)
+    work = tmp_path / "work"
+    args = ["--data-dir", str(folder), "--weights", "none", "--img-size", str(TINY_IMG), "--batch-size", "4",
+            "--epochs", "2", "--fine-tune-epochs", "30", "--work-dir", str(work), "--no-export"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("[fine_tuning] epoch 4/32"):
+                process.send_signal(signal.SIGKILL)  # a preempted pod: no cleanup at all
+                break
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    saved = sorted(os.listdir(work / "checkpoints" / "fine_tuning"))
+    completed = int([n for n in saved if n.startswith("epoch-")][-1].split("-")[1])
+    assert completed >= 4
+
+    result = run_job(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[feature_extraction] already complete" in result.stdout
+    assert f"[fine_tuning] resuming after epoch {completed}" in result.stdout
+    assert f"[fine_tuning] epoch {completed + 1}/32" in result.stdout
+    assert f"[fine_tuning] epoch {completed}/32" not in result.stdout
+    metrics = json.loads((work / "metrics.json").read_text())
+    fine = metrics["phases"]["fine_tuning"]
+    assert len(fine["history"]["loss"]) == 30 and fine["resumed_at_epoch"] == completed
+    assert len(metrics["phases"]["feature_extraction"]["history"]["loss"]) == 2
+    for name in ("curves.png", "samples.png", "model.keras"):
+        assert (work / name).stat().st_size > 0

@@ -1,0 +1,212 @@
+"""Export: a versioned SavedModel that takes raw image bytes, validated, then published.
+
+The `serving_default` signature (method tensorflow/serving/predict) takes `image_bytes`
+(DT_STRING [-1], one encoded JPEG/PNG/GIF/BMP per element) and runs the training job's own
+preprocessing (training/preprocess.py) inside the graph, so clients send files as they are.
+`predict_images` takes already-preprocessed float32 [-1, H, W, 3] images in [-1, 1].
+
+Standalone: `python -m training.export --work-dir WORK [same flags as train-job]` exports
+WORK/model.keras using WORK/metrics.json for the classes and test metrics.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_api import signature as sig
+from training import publish
+from training.config import TrainConfig
+from training.preprocess import bytes_to_input, decode_rgb, format_example
+
+WARMUP_IMAGES = 8
+
+
+def build_archive(model: keras.Model, class_names: list[str], img_size: int,
+                  max_pixels: int = sig.DEFAULT_MAX_PIXELS) -> keras.export.ExportArchive:
+    """The servable: both signatures over the Keras model, returning the four outputs."""
+    labels = tf.constant(class_names, dtype=tf.string)
+    binary = len(class_names) == 2
+
+    def outputs_for(images):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        if binary:  # Dense(1) logits: p(class 1) = sigmoid, class 1 iff logit > 0 (as in training)
+            p = tf.sigmoid(logits[:, 0])
+            probabilities = tf.stack([1.0 - p, p], axis=1)
+            classes = tf.cast(logits[:, 0] > 0, tf.int64)
+        else:
+            probabilities = tf.nn.softmax(logits, axis=-1)
+            classes = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return {sig.OUTPUT_PROBABILITIES: probabilities, sig.OUTPUT_CLASSES: classes,
+                sig.OUTPUT_LABELS: tf.gather(labels, classes), sig.OUTPUT_LOGITS: logits}
+
+    def serve_image_bytes(image_bytes):
+        images = tf.map_fn(lambda one: bytes_to_input(one, img_size, max_pixels), image_bytes,
+                           fn_output_signature=tf.TensorSpec([img_size, img_size, 3], tf.float32))
+        return outputs_for(images)
+
+    def serve_images(images):
+        return outputs_for(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(sig.SERVING_DEFAULT, serve_image_bytes,
+                         input_signature=[tf.TensorSpec([None], tf.string, name=sig.INPUT_IMAGE_BYTES)])
+    archive.add_endpoint(sig.PREDICT_IMAGES, serve_images,
+                         input_signature=[tf.TensorSpec([None, img_size, img_size, 3], tf.float32,
+                                                        name=sig.INPUT_IMAGES)])
+    return archive
+
+
+def keras_probabilities(model: keras.Model, images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
+    """The reference: the Keras model on the training pipeline's preprocessing."""
+    batch = np.stack([format_example(image, img_size).numpy() for image in images_uint8])
+    logits = np.asarray(model(batch, training=False), dtype=np.float64)
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def warmup_images(data, count: int = WARMUP_IMAGES) -> list[bytes]:
+    """Real validation images (test images if there are none), encoded as JPEG."""
+    split = data.validation if data.validation.count else data.test
+    return [tf.io.encode_jpeg(image, quality=95).numpy() for image, _ in split.images.take(count)]
+
+
+def write_warmup_file(path: str, model_name: str, images: list[bytes]) -> int:
+    """TF Serving's SavedModel warmup format: a TFRecord of PredictionLog records
+    (https://www.tensorflow.org/tfx/serving/saved_model_warmup). One single-image request
+    per image and one request holding them all, so batched shapes are warm too."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    batches = [[image] for image in images] + ([images] if len(images) > 1 else [])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=sig.SERVING_DEFAULT))
+            request.inputs[sig.INPUT_IMAGE_BYTES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return len(batches)
+
+
+def code_version() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version("transfer-serve")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def split_description(config: TrainConfig) -> dict:
+    """What identifies the test split, so that accuracies are compared only like for like."""
+    if config.data_dir:
+        return {"kind": "folder", "fractions": [0.8, 0.1, 0.1], "seed": config.seed, "max_images": config.max_images}
+    return {"kind": "tfds", "train": config.train_split, "validation": config.validation_split,
+            "test": config.test_split, "max_images": config.max_images}
+
+
+def model_card(config: TrainConfig, metrics: dict, version: int) -> dict:
+    phases = metrics.get("phases", {})
+    final = list(phases.values())[-1] if phases else {}
+    return {
+        "model_name": config.resolved_model_name,
+        "version": version,
+        "dataset": metrics["data"]["source"],
+        "split": split_description(config),
+        "classes": metrics["data"]["class_names"],
+        "image_size": config.img_size,
+        "base_model": "MobileNetV2(alpha=1.0, include_top=False)",
+        "weights": config.weights,
+        "fine_tune_at": config.fine_tune_at,
+        "test_metrics": {"accuracy": final.get("test_accuracy"), "loss": final.get("test_loss"),
+                         "per_phase": {name: p.get("test_accuracy") for name, p in phases.items()}},
+        "training_seconds": sum(p.get("seconds", 0.0) for p in phases.values()),
+        "images": {name: s["images"] for name, s in metrics["data"]["splits"].items()},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "signature": {"name": sig.SERVING_DEFAULT, "input": sig.INPUT_IMAGE_BYTES, "outputs": list(sig.OUTPUT_KEYS),
+                      "max_pixels": config.max_pixels},
+    }
+
+
+def write_servable(model: keras.Model, class_names: list[str], config: TrainConfig, metrics: dict,
+                   warmup: list[bytes], directory: str, version: int) -> None:
+    """Everything a version directory holds, written into `directory` (a staging folder)."""
+    build_archive(model, class_names, config.img_size, config.max_pixels).write_out(directory, verbose=False)
+    labels_path = os.path.join(directory, sig.LABELS_FILE)
+    os.makedirs(os.path.dirname(labels_path), exist_ok=True)
+    with open(labels_path, "w") as f:
+        f.write("\n".join(class_names) + "\n")
+    card_path = os.path.join(directory, sig.MODEL_CARD_FILE)
+    os.makedirs(os.path.dirname(card_path), exist_ok=True)
+    with open(card_path, "w") as f:
+        json.dump(model_card(config, metrics, version), f, indent=2)
+    write_warmup_file(os.path.join(directory, sig.WARMUP_FILE), config.resolved_model_name, warmup)
+
+
+def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
+    """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
+    images = warmup_images(data)
+    reference = keras_probabilities(model, [decode_rgb(b).numpy() for b in images], config.img_size)
+    card_accuracy = list(metrics["phases"].values())[-1]["test_accuracy"] if metrics.get("phases") else None
+
+    def write(directory: str, version: int) -> None:
+        write_servable(model, metrics["data"]["class_names"], config, metrics, images, directory, version)
+
+    return publish.publish(
+        base_path=config.model_base_path, model_name=config.resolved_model_name, write=write,
+        gate=publish.Gate(test_accuracy=card_accuracy, min_accuracy=config.min_accuracy,
+                          max_regression=config.max_regression, force=config.force,
+                          dataset=metrics["data"]["source"], split=split_description(config),
+                          warmup_images=images, reference_probabilities=reference),
+        version=config.version or None, keep=config.keep, serving_config=config.serving_config)
+
+
+def main(argv=None) -> int:
+    """Export WORK/model.keras alone, with the training job's flags."""
+    from training import data as data_lib
+    from training.config import from_env_and_args
+
+    config = from_env_and_args(argv)
+    model_path = os.path.join(config.work_dir, "model.keras")
+    metrics_path = os.path.join(config.work_dir, "metrics.json")
+    for path in (model_path, metrics_path):
+        if not os.path.exists(path):
+            print(f"error: {path} not found: run train-job with this --work-dir first", file=sys.stderr)
+            return 2
+    import training.model  # noqa: F401  registers InferenceModeModel for loading
+
+    model = keras.models.load_model(model_path)
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    try:
+        data = data_lib.load(config)
+        result = export_from_training(config, model, data, metrics)
+    except (publish.GateFailed, publish.PublishError, data_lib.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
