@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="How often to look for new versions (0: only at start).")
     parser.add_argument("--enable_model_warmup", type=lambda s: s.lower() != "false", default=True,
                         help="Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+    parser.add_argument("--max_num_load_retries", type=int, default=5,
+                        help="Retries of a version that failed to load.")
+    parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                        help="Wait between load retries, in microseconds.")
     parser.add_argument("--ssl_config_file", default=None, help="TF Serving SSLConfig (text format) for gRPC TLS.")
     parser.add_argument("--max_request_bytes", type=int, default=64 << 20,
                         help="Largest gRPC message or REST body accepted.")
@@ -66,7 +70,8 @@ def main(argv=None) -> int:
             logging.warning("model %s: base path %s does not exist yet; waiting for versions",
                             config.name, config.base_path)
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
-                             warmup=args.enable_model_warmup)
+                             warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
+                             load_retry_interval_seconds=args.load_retry_interval_micros / 1e6)
     server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
                          max_request_bytes=args.max_request_bytes, threads=args.threads, tls=tls,
                          grace_seconds=args.grace_seconds)

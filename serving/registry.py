@@ -7,7 +7,9 @@ Behaves like TF Serving's ServerCore with a file-system source:
 - a new version is loaded, its warmup records replayed (assets.extra/tf_serving_warmup_requests),
   and only then made available; versions the policy no longer wants are unloaded after
   that (availability preserving), so requests never see a gap;
-- a version that fails to load is reported (state END with its error) and is not retried;
+- a version that fails to load is reported (state END with its error) and retried up to
+  `max_num_load_retries` times, `load_retry_interval_seconds` apart (TF Serving's
+  --max_num_load_retries, default 5, and --load_retry_interval_micros, default 1 minute);
   the versions already serving keep serving;
 - `version_labels` map names to available versions.
 A request holds a reference to the servable it resolved, so an unload never fails a request
@@ -68,7 +70,7 @@ class ModelEntry:
     config: model_server_config_pb2.ModelConfig
     servables: dict = field(default_factory=dict)   # version -> Servable (AVAILABLE)
     statuses: dict = field(default_factory=dict)    # version -> VersionStatus (all ever seen)
-    failed: set = field(default_factory=set)
+    failures: dict = field(default_factory=dict)  # version -> (attempts, monotonic time of the last)
 
 
 def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
@@ -97,11 +99,14 @@ def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[i
 
 
 class ModelRegistry:
-    def __init__(self, configs: list, poll_seconds: float = 1.0, warmup: bool = True):
+    def __init__(self, configs: list, poll_seconds: float = 1.0, warmup: bool = True,
+                 max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0):
         self._lock = threading.RLock()
         self._models = {c.name: ModelEntry(config=c) for c in configs}
         self.poll_seconds = poll_seconds
         self.warmup = warmup
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval_seconds = load_retry_interval_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -131,7 +136,7 @@ class ModelRegistry:
     def _sync_model(self, entry: ModelEntry) -> None:
         config = entry.config
         on_disk = list_versions(config.base_path)
-        wanted = wanted_versions(config, [v for v in on_disk if v not in entry.failed])
+        wanted = wanted_versions(config, [v for v in on_disk if self._may_try(entry, v)])
         for version in wanted:
             if version not in entry.servables:
                 self._load(entry, version)
@@ -144,6 +149,13 @@ class ModelRegistry:
                 del entry.servables[version]
                 entry.statuses[version] = VersionStatus(State.END)
                 log.info("unloaded %s version %d", config.name, version)
+
+    def _may_try(self, entry: ModelEntry, version: int) -> bool:
+        if version in entry.servables or version not in entry.failures:
+            return True
+        attempts, last = entry.failures[version]
+        return attempts <= self.max_num_load_retries and \
+            time.monotonic() - last >= self.load_retry_interval_seconds
 
     def _load(self, entry: ModelEntry, version: int) -> None:
         name = entry.config.name
@@ -158,10 +170,12 @@ class ModelRegistry:
             message = f"failed to load {name} version {version} from {path}: {str(err).splitlines()[0][:500]}"
             log.error(message)
             with self._lock:
-                entry.failed.add(version)
+                attempts = entry.failures.get(version, (0, 0.0))[0] + 1
+                entry.failures[version] = (attempts, time.monotonic())
                 entry.statuses[version] = VersionStatus(State.END, error_code=13, error_message=message)
             return
         with self._lock:
+            entry.failures.pop(version, None)
             entry.servables[version] = servable
             entry.statuses[version] = VersionStatus(State.AVAILABLE)
         log.info("loaded %s version %d in %.1fs (%d warmup requests)", name, version,

@@ -104,3 +104,93 @@ def tiny_classifier(num_classes=2, img_size=TINY_IMG, seed=0, calibration_images
     images = rng.uniform(-1, 1, (calibration_images, img_size, img_size, 3)).astype(np.float32)
     calibrate_batchnorm(classifier.base, images)
     return classifier
+
+
+# --- a served model ------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_tiny_model(base_path: pathlib.Path, name: str = "pets", seed: int = 0, **config_overrides) -> pathlib.Path:
+    """A calibrated random MobileNetV2 at TINY_IMG px, exported through the real publish path."""
+    from training import export
+    from training.config import TrainConfig
+    from training.data import load_image_folder
+
+    folder = make_image_folder(base_path.parent / f"photos-{name}-{seed}", per_class=10, seed=seed)
+    data = load_image_folder(str(folder))
+    classifier = tiny_classifier(seed=seed)
+    config = TrainConfig(data_dir=str(folder), img_size=TINY_IMG, weights="none", model_base_path=str(base_path),
+                         model_name=name, **config_overrides)
+    metrics = {"data": {"source": data.source, "class_names": data.class_names,
+                        "splits": {n: {"images": s.count} for n, s in data.splits().items()}},
+               "phases": {"fine_tuning": {"test_accuracy": 0.5, "test_loss": 0.7, "seconds": 1.0}}}
+    return pathlib.Path(export.export_from_training(config, classifier.model, data, metrics)["path"])
+
+
+@pytest.fixture(scope="session")
+def model_base(tmp_path_factory) -> pathlib.Path:
+    """<base>/pets/1: one exported version of a tiny two-class model."""
+    base = tmp_path_factory.mktemp("served") / "models"
+    export_tiny_model(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def cat_jpeg() -> bytes:
+    return encode(synthetic_photo(0, random.Random(1), size=(50, 40)), "JPEG")
+
+
+def start_local_server(base: pathlib.Path, name: str = "pets", poll_seconds: float = 0.2, **options):
+    from serving.registry import ModelRegistry, single_model_config
+    from serving.server import LocalServer
+
+    configs = options.pop("configs", None) or [single_model_config(name, str(base / name))]
+    registry = ModelRegistry(configs, poll_seconds=poll_seconds, **options.pop("registry_options", {}))
+    grpc_port = options.pop("grpc_port_override", None) or free_port()
+    rest_port = options.pop("rest_port_override", None) or free_port()
+    return LocalServer(registry, grpc_port=grpc_port, rest_port=rest_port, grace_seconds=5, **options).start()
+
+
+@pytest.fixture
+def local_server(model_base):
+    server = start_local_server(model_base)
+    yield server
+    server.stop()
+
+
+# --- Docker (pytest-docker) ------------------------------------------------------------------
+
+def docker_engine_reason() -> str | None:
+    """None when a Docker engine answers; otherwise why the docker tests skip."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker") is None:
+        return "no docker CLI on this machine"
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+                                text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"docker info failed: {err}"
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no answer"])[0]
+        return f"no Docker engine reachable ({first})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file():
+    return str(REPO / "tests" / "docker" / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_required():
+    reason = docker_engine_reason()
+    if reason:
+        pytest.skip(f"needs a Docker engine: {reason}")

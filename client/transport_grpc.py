@@ -1,0 +1,105 @@
+"""gRPC transport: TF Serving's PredictionService and ModelService via tensorflow-serving-api stubs."""
+from __future__ import annotations
+
+import time
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+
+from client.options import CallOptions
+from client.results import ServerError, VersionStatus
+from model_api import signature as sig
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _code_name(status) -> str:
+    enum = status.DESCRIPTOR.fields_by_name["error_code"].enum_type
+    value = enum.values_by_number.get(status.error_code)
+    return value.name if value else str(status.error_code)
+
+
+class GrpcTransport:
+    """Retries UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff, each attempt with a
+    fresh deadline. (gRPC's own retry policy cannot renew a deadline and caps attempts at 5,
+    so the loop lives here.)"""
+
+    name = "grpc"
+
+    def __init__(self, target: str, options: CallOptions):
+        self.target = target
+        self.options = options
+        channel_options = [("grpc.max_receive_message_length", options.max_message_bytes),
+                           ("grpc.max_send_message_length", options.max_message_bytes)]
+        compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(options.compression)
+        if options.tls_ca or options.tls_cert:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(options.tls_ca), private_key=_read(options.tls_key),
+                certificate_chain=_read(options.tls_cert))
+            if options.tls_server_name:
+                channel_options.append(("grpc.ssl_target_name_override", options.tls_server_name))
+            self.channel = grpc.secure_channel(target, credentials, options=channel_options, compression=compression)
+        else:
+            self.channel = grpc.insecure_channel(target, options=channel_options, compression=compression)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _spec(self, signature: bool = True) -> model_pb2.ModelSpec:
+        o = self.options
+        spec = model_pb2.ModelSpec(name=o.model, signature_name=(o.signature or sig.SERVING_DEFAULT) if signature else "")
+        if o.version is not None:
+            spec.version.value = o.version
+        elif o.label:
+            spec.version_label = o.label
+        return spec
+
+    def _call(self, method, request):
+        delay = self.options.backoff_seconds
+        for attempt in range(self.options.retries + 1):
+            try:
+                return method(request, timeout=self.options.timeout, wait_for_ready=self.options.wait_for_ready)
+            except grpc.RpcError as err:
+                if err.code() in RETRYABLE and attempt < self.options.retries:
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.options.max_backoff_seconds)
+                    continue
+                raise ServerError(err.code().name, err.details() or "") from None
+
+    def predict(self, images: list[bytes]) -> tuple[int | None, dict]:
+        request = predict_pb2.PredictRequest(model_spec=self._spec())
+        request.inputs[sig.INPUT_IMAGE_BYTES].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string))
+        response = self._call(self._predictions.Predict, request)
+        outputs = {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+        if sig.OUTPUT_LABELS in outputs:
+            outputs[sig.OUTPUT_LABELS] = [x.decode("utf-8", "replace") for x in outputs[sig.OUTPUT_LABELS]]
+        return response.model_spec.version.value or None, outputs
+
+    def status(self) -> list[VersionStatus]:
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(signature=False))
+        response = self._call(self._models.GetModelStatus, request)
+        state = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [VersionStatus(s.version, state(s.state), _code_name(s.status), s.status.error_message)
+                for s in response.model_version_status]
+
+    def metadata(self) -> dict:
+        from google.protobuf import json_format
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=self._spec(signature=False),
+                                                                 metadata_field=["signature_def"])
+        response = self._call(self._predictions.GetModelMetadata, request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return {"model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
+                "metadata": {"signature_def": json_format.MessageToDict(signatures, preserving_proto_field_name=True)}}

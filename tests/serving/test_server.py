@@ -1,0 +1,83 @@
+"""The local server as a process: limits, clean errors, graceful shutdown, the CLI."""
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.conftest import REPO, free_port, start_local_server
+
+
+def test_rest_body_over_the_limit_is_a_clear_413(model_base):
+    server = start_local_server(model_base, max_request_bytes=4096)
+    try:
+        body = json.dumps({"instances": [{"b64": base64.b64encode(b"x" * 10_000).decode()}]})
+        response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict", data=body, timeout=30)
+        assert response.status_code == 413
+        assert "exceeds the limit of 4096 bytes" in response.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_grpc_message_over_the_limit_is_resource_exhausted(model_base):
+    server = start_local_server(model_base, max_request_bytes=4096)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "pets"
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([b"x" * 10_000]))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in info.value.details()
+    finally:
+        server.stop()
+
+
+def test_unknown_paths_and_methods_are_malformed_requests(local_server):
+    base = f"http://127.0.0.1:{local_server.rest_port}"
+    response = requests.get(f"{base}/v1/models/pets:predict", timeout=30)
+    assert response.status_code == 400 and "Malformed request" in response.json()["error"]
+    response = requests.post(f"{base}/v1/models/pets:classify", json={"examples": []}, timeout=30)
+    assert response.status_code == 400
+
+
+def test_model_server_starts_serves_and_stops_gracefully_on_sigterm(model_base, cat_jpeg):
+    grpc_port, rest_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+         "--model_name=pets", f"--model_base_path={model_base / 'pets'}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        url = f"http://127.0.0.1:{rest_port}/v1/models/pets"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        body = {"instances": [{"b64": base64.b64encode(cat_jpeg).decode()}]}
+        assert requests.post(url + ":predict", json=body, timeout=30).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "model-server ready" in out and "shutting down" in err
+
+
+def test_model_server_needs_a_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "serving", "--port=0"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "--model_base_path" in result.stderr
