@@ -92,7 +92,7 @@ def classify(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, desc="classifying")
-    started = time.perf_counter()
+    started = [time.perf_counter()]
 
     def done(batch):
         if bar:
@@ -103,6 +103,7 @@ def classify(args) -> int:
 
     try:
         with _client(args, args.batch_size, args.concurrency) as client:
+            started[0] = time.perf_counter()  # after connecting (and importing TensorFlow for gRPC)
             results = client.predict_files(paths, on_done=done)
     except ServerError as err:
         if bar:
@@ -111,7 +112,7 @@ def classify(args) -> int:
         return 2
     if bar:
         bar.close()
-    seconds = time.perf_counter() - started
+    seconds = max(time.perf_counter() - started[0], 1e-9)
     if args.json:
         print(json.dumps([p.to_dict() for p in results], indent=2))
     elif not args.jsonl:

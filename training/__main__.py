@@ -8,6 +8,7 @@ a TRAIN_* environment variable.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -33,7 +34,9 @@ def run(config: TrainConfig) -> dict:
     from training.progress import say
 
     runtime = make_runtime()
-    work_dir = runtime.work_dir_for(config.work_dir)
+    # Non-chief workers write everything (checkpoints included) into their own scratch folder.
+    config = dataclasses.replace(config, work_dir=runtime.work_dir_for(config.work_dir))
+    work_dir = config.work_dir
     os.makedirs(work_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -71,8 +74,8 @@ def run(config: TrainConfig) -> dict:
     samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(12)]
     if samples:
         inputs = np.stack([phases.format_example(img, config.img_size).numpy() for img, _ in samples])
-        logits = classifier.model.predict(inputs, verbose=0)
-        probabilities = _probabilities(logits)
+        logits = classifier.model(inputs, training=False).numpy()  # predict() breaks under multi-worker
+        probabilities = model_lib.probabilities_from_logits(logits)
         predicted = probabilities.argmax(axis=1)
         report.plot_samples([img for img, _ in samples], [data.class_names[lab] for _, lab in samples],
                             [data.class_names[p] for p in predicted], probabilities.max(axis=1),
@@ -91,17 +94,6 @@ def run(config: TrainConfig) -> dict:
         metrics["export"] = published
         report.write_metrics(work_dir, metrics)
     return metrics
-
-
-def _probabilities(logits):
-    import numpy as np
-
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[-1] == 1:
-        p = 1 / (1 + np.exp(-logits[:, 0]))
-        return np.stack([1 - p, p], axis=1)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def main(argv=None) -> int:

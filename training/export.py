@@ -23,6 +23,7 @@ import tensorflow as tf
 from model_api import signature as sig
 from training import publish
 from training.config import TrainConfig
+from training.model import probabilities_from_logits
 from training.preprocess import bytes_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
@@ -67,12 +68,7 @@ def build_archive(model: keras.Model, class_names: list[str], img_size: int,
 def keras_probabilities(model: keras.Model, images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
     """The reference: the Keras model on the training pipeline's preprocessing."""
     batch = np.stack([format_example(image, img_size).numpy() for image in images_uint8])
-    logits = np.asarray(model(batch, training=False), dtype=np.float64)
-    if logits.shape[-1] == 1:
-        p = 1 / (1 + np.exp(-logits[:, 0]))
-        return np.stack([1 - p, p], axis=1)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return probabilities_from_logits(model(batch, training=False))
 
 
 def warmup_images(data, count: int = WARMUP_IMAGES) -> list[bytes]:

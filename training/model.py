@@ -40,9 +40,12 @@ class InferenceModeModel(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        # compute_loss divides by the replica count under tf.distribute (keras Loss.__call__),
+        # which makes summed gradients right; the reported loss is the unscaled one.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss)
+                metric.update_state(loss * replicas)
             else:
                 metric.update_state(y, y_pred, sample_weight=sample_weight)
         return {m.name: m.result() for m in self.metrics}
@@ -134,6 +137,18 @@ def unfreeze_from(classifier: Classifier, fine_tune_at: int) -> None:
     classifier.base.trainable = True
     for layer in classifier.base.layers[:fine_tune_at]:
         layer.trainable = False
+
+
+def probabilities_from_logits(logits) -> "np.ndarray":
+    """[N, 1] binary logits -> [N, 2] as [1 - p, p]; [N, C] logits -> softmax. float64."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def trainable_parameter_count(model: keras.Model) -> int:

@@ -26,6 +26,7 @@ from training.config import TrainConfig
 from training.data import Datasets, Split
 from training.model import Classifier, InferenceModeModel, compile_for, cut_layer_index, split_at
 from training.model import freeze_for_feature_extraction, trainable_parameter_count, unfreeze_from
+from training.multiworker_loop import MultiWorkerLoop, is_multi_worker
 from training.preprocess import format_example
 from training.progress import EpochLine, say
 
@@ -217,11 +218,24 @@ def _run_phase(name, config, classifier, data, plan, frozen, learning_rate, firs
     trainable = trainable_parameter_count(plan.model)
     say(f"[{name}] {trainable:,} trainable parameters; epochs {initial_epoch + 1}..{first_epoch + epochs}"
         f"{' on cached inputs' if cached else ' end to end'}")
+    strategy = tf.distribute.get_strategy()
+    loop = MultiWorkerLoop(plan.model, classifier.num_classes, config.batch_size, strategy) \
+        if is_multi_worker(strategy) else None
     if initial_epoch < first_epoch + epochs:
-        plan.model.fit(train_ds, validation_data=val_ds if data.validation.count else None,
-                       epochs=first_epoch + epochs, initial_epoch=initial_epoch, callbacks=fit_callbacks, verbose=0,
-                       shuffle=False)  # the dataset is already shuffled (seeded)
-    test_loss, test_accuracy = _evaluate(plan.model, test_ds, data.test.count)
+        validation = val_ds if data.validation.count else None
+        if loop:
+            loop.fit(train_ds, epochs=first_epoch + epochs, initial_epoch=initial_epoch,
+                     validation_data=validation, callbacks=fit_callbacks)
+        else:
+            plan.model.fit(train_ds, validation_data=validation, epochs=first_epoch + epochs,
+                           initial_epoch=initial_epoch, callbacks=fit_callbacks, verbose=0,
+                           shuffle=False)  # the dataset is already shuffled (seeded)
+    if data.test.count == 0:
+        test_loss, test_accuracy = float("nan"), float("nan")
+    elif loop:
+        test_loss, test_accuracy = loop.evaluate(test_ds)
+    else:
+        test_loss, test_accuracy = _evaluate(plan.model, test_ds)
     seconds = time.perf_counter() - started
     epochs_run = first_epoch + epochs - initial_epoch
     result = PhaseResult(
@@ -248,9 +262,7 @@ def _frozen_inputs(plan: _Plan, frozen: FrozenOutputs, split_name: str, split: S
     return (np.concatenate(parts) if parts else np.zeros((0, *plan.rest.output.shape[1:]), np.float32)), labels
 
 
-def _evaluate(model: keras.Model, test_ds: tf.data.Dataset, count: int) -> tuple[float, float]:
-    if count == 0:
-        return float("nan"), float("nan")
+def _evaluate(model: keras.Model, test_ds: tf.data.Dataset) -> tuple[float, float]:
     values = model.evaluate(test_ds, verbose=0, return_dict=True)
     return float(values["loss"]), float(values["accuracy"])
 
