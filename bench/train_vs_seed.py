@@ -55,6 +55,8 @@ def seed_pipeline(data, weights: str | None, img_size: int, epochs: int, fine_tu
     history = model.fit(train_batches, epochs=epochs, validation_data=validation_batches, verbose=0)
     phase1 = {"seconds": time.perf_counter() - started, "epochs": epochs}
     phase1["test_accuracy"] = test_accuracy()
+    print(f"[seed] phase 1: {phase1['seconds']:.1f}s for {epochs} epochs, test accuracy {phase1['test_accuracy']:.4f}",
+          flush=True)
     base_model.trainable = True
     for layer in base_model.layers[:fine_tune_at]:
         layer.trainable = False
@@ -67,6 +69,8 @@ def seed_pipeline(data, weights: str | None, img_size: int, epochs: int, fine_tu
                   validation_data=validation_batches, verbose=0)
         phase2 = {"seconds": time.perf_counter() - started,
                   "epochs": epochs + fine_tune_epochs - history.epoch[-1], "test_accuracy": test_accuracy()}
+        print(f"[seed] phase 2: {phase2['seconds']:.1f}s for {phase2['epochs']} epochs, "
+              f"test accuracy {phase2['test_accuracy']:.4f}", flush=True)
     return phase1, phase2
 
 
@@ -98,6 +102,9 @@ def main(argv=None) -> int:
          "--work-dir", os.path.join(work_dir, "job"), "--no-export"], environ={})
     metrics = run(config)
     ours = metrics["phases"]
+    for name, phase in ours.items():
+        print(f"[job] {name}: {phase['seconds']:.1f}s for {phase['epochs']} epochs, "
+              f"test accuracy {phase['test_accuracy']:.4f}", flush=True)
 
     data = data_lib.load(config)
     seed1, seed2 = seed_pipeline(data, resolve_weights(args.weights), args.img_size, args.epochs,

@@ -172,6 +172,8 @@ def load_tfds(config: TrainConfig) -> Datasets:
     features = builder.info.features
     if "image" not in features or "label" not in features or not hasattr(features["label"], "names"):
         raise DataError(f"TFDS dataset {name!r} is not an image-classification dataset (needs image and label)")
+    if not _is_prepared(builder):
+        _check_download_reachable(name)
     try:
         builder.download_and_prepare()
     except Exception as err:
@@ -191,6 +193,32 @@ def load_tfds(config: TrainConfig) -> Datasets:
         ds = ds.map(_to_rgb_uint8, num_parallel_calls=AUTOTUNE)
         splits.append(Split(images=ds, count=count))
     return Datasets(*splits, class_names=class_names, source=f"tfds:{name}")
+
+
+def _is_prepared(builder) -> bool:
+    try:
+        return bool(builder.is_prepared())
+    except Exception:  # noqa: BLE001 - older TFDS: assume not, the check below is cheap
+        return False
+
+
+def _check_download_reachable(name: str, host: str = "storage.googleapis.com", timeout: float = 5.0) -> None:
+    """Fail in seconds, not after TFDS's minutes of retries, when a download cannot work.
+
+    TFDS first looks for prepared datasets on GCS, so no route to it (and no proxy
+    configured, which a direct probe would bypass) means this machine is offline.
+    """
+    import socket
+    import urllib.request
+
+    if urllib.request.getproxies().get("https"):
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as err:
+        raise DataError(f"TFDS dataset {name!r} is not prepared in the TFDS data dir and this machine cannot reach "
+                        f"{host} to download it ({err.__class__.__name__}: {err}); use --tfds-data-dir with a "
+                        "prepared copy, or --data-dir with one folder per class") from None
 
 
 def _to_rgb_uint8(image, label):

@@ -41,3 +41,10 @@ def api(request):
     server, transport = request.param
     endpoints = request.getfixturevalue("local_endpoints" if server == "local" else "tf_serving_endpoints")
     return GrpcApi(endpoints["grpc"]) if transport == "grpc" else RestApi(endpoints["rest"])
+
+
+@pytest.fixture(params=["local", "tf_serving"])
+def rest_api(request):
+    """REST only: for what only the JSON API has (its documents, its parsing)."""
+    endpoints = request.getfixturevalue("local_endpoints" if request.param == "local" else "tf_serving_endpoints")
+    return RestApi(endpoints["rest"])

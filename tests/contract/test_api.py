@@ -76,17 +76,14 @@ def test_undecodable_image_is_invalid_argument_and_the_server_keeps_serving(api,
     assert out["probabilities"].shape == (1, 2)
 
 
-def test_rest_status_document_has_tf_servings_shape(api):
-    if not isinstance(api, RestApi):
-        pytest.skip("REST only: the JSON document itself")
-    assert api.status_document() == {"model_version_status": [
+def test_rest_status_document_has_tf_servings_shape(rest_api):
+    assert rest_api.status_document() == {"model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
 
-def test_rest_malformed_json_is_a_400_with_an_error_field(api):
-    if not isinstance(api, RestApi):
-        pytest.skip("REST only: JSON parsing")
-    response = api.session.post(api._url("pets") + ":predict", data=b"{oops", timeout=30)
+def test_rest_malformed_json_is_a_400_with_an_error_field(rest_api):
+    response = rest_api.session.post(rest_api._url("pets") + ":predict", data=b"{oops", timeout=30)
     assert response.status_code == 400 and "error" in response.json()
-    response = api.session.post(api._url("pets") + ":predict", data=json.dumps({"instances": []}), timeout=30)
+    response = rest_api.session.post(rest_api._url("pets") + ":predict", data=json.dumps({"instances": []}),
+                                     timeout=30)
     assert response.status_code == 400

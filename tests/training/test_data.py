@@ -55,3 +55,12 @@ def test_folder_without_two_classes_is_refused(tmp_path, classes, message):
 def test_missing_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_image_folder(str(tmp_path / "nowhere"))
+
+
+def test_an_unreachable_download_fails_at_once_with_the_way_out(monkeypatch):
+    from training.data import _check_download_reachable
+
+    for proxy in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    with pytest.raises(DataError, match="cannot reach nowhere.invalid.*--tfds-data-dir.*--data-dir"):
+        _check_download_reachable("cats_vs_dogs", host="nowhere.invalid", timeout=2)

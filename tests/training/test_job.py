@@ -80,3 +80,13 @@ def test_a_run_killed_mid_phase_resumes_at_the_right_epoch(tmp_path):
     assert len(metrics["phases"]["feature_extraction"]["history"]["loss"]) == 2
     for name in ("curves.png", "samples.png", "model.keras"):
         assert (work / name).stat().st_size > 0
+
+
+def test_mixed_precision_run_trains_and_exports(tmp_path):
+    folder = make_image_folder(tmp_path / "photos", per_class=8)
+    result = run_job("--data-dir", str(folder), "--weights", "none", "--img-size", str(TINY_IMG), "--batch-size", "4",
+                     "--epochs", "1", "--fine-tune-epochs", "1", "--mixed-precision", "--work-dir", str(tmp_path / "w"),
+                     "--model-base-path", str(tmp_path / "models"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "models" / "photos" / "1" / "saved_model.pb").exists()
+    assert json.loads((tmp_path / "w" / "metrics.json").read_text())["config"]["mixed_precision"] is True

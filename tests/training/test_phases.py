@@ -82,3 +82,17 @@ def test_cached_phase_two_gives_the_same_weights_as_end_to_end(setup):
     assert _max_difference(cached_weights, clf.model.get_weights()) < 1e-5
     np.testing.assert_allclose(cached.history["loss"], plain.history["loss"], rtol=1e-4)
     assert cached.first_epoch == 2 and len(cached.history["loss"]) == 2
+
+
+def test_augment_trains_end_to_end_on_random_inputs(setup):
+    root, config, data = setup
+    clf = tiny_classifier()
+    before = clf.model.get_weights()
+    result = phases.feature_extraction(dataclasses.replace(config, augment=True, epochs=1,
+                                                           work_dir=str(root / "augment")), clf, data)
+    assert not result.cached, "random inputs cannot be cached"
+    assert _max_difference(before, clf.model.get_weights()) > 0
+    augmented = phases.image_batches(data.train, config, shuffle=False, augment=True)
+    first_epoch, _ = next(iter(augmented))
+    second_epoch, _ = next(iter(augmented))
+    assert not np.allclose(first_epoch.numpy(), second_epoch.numpy()), "each epoch must see new augmentations"

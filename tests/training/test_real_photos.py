@@ -19,7 +19,7 @@ def test_short_real_run_learns_and_exports_a_model_that_knows_a_cat(shared_photo
     work, models = tmp_path / "work", tmp_path / "models"
     result = subprocess.run(
         [sys.executable, "-m", "training", "--data-dir", str(shared_photos), "--weights", str(shared_weights),
-         "--max-images", "300", "--epochs", "4", "--fine-tune-epochs", "1", "--work-dir", str(work),
+         "--max-images", "300", "--epochs", "5", "--fine-tune-epochs", "1", "--learning-rate", "1e-3", "--work-dir", str(work),
          "--model-base-path", str(models), "--min-accuracy", "0.8"],
         cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
