@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -93,13 +94,15 @@ def classify(args) -> int:
 
         bar = tqdm(total=len(paths), unit="img", file=sys.stderr, desc="classifying")
     started = [time.perf_counter()]
+    output_lock = threading.Lock()  # batches finish on several threads
 
     def done(batch):
-        if bar:
-            bar.update(len(batch))
-        if args.jsonl:  # stream: a line per image as soon as its batch is answered
-            for p in batch:
-                print(json.dumps(p.to_dict()), flush=True)
+        with output_lock:
+            if bar:
+                bar.update(len(batch))
+            if args.jsonl:  # stream: a line per image as soon as its batch is answered
+                for p in batch:
+                    print(json.dumps(p.to_dict()), flush=True)
 
     try:
         with _client(args, args.batch_size, args.concurrency) as client:

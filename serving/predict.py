@@ -6,13 +6,12 @@ messages follow tensorflow_serving/servables/tensorflow/predict_util.cc.
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from model_api import signature as sig
-from serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
+from serving.errors import failed_precondition, from_tf_error, invalid_argument
 from serving.registry import ModelRegistry, Servable
 
 
@@ -114,5 +113,3 @@ def model_status(registry: ModelRegistry,
         entry.status.error_message = status.error_message
     return response
 
-
-__all__ = ["predict", "run_predict", "model_metadata", "model_status", "ServingError", "np"]

@@ -29,7 +29,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from model_api import signature as sig
 from model_api.versions import list_versions
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.errors import invalid_argument, not_found
 
 log = logging.getLogger("serving")
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -251,5 +251,3 @@ class ModelRegistry:
                 raise not_found(f"Could not find any versions of model {name}")
             return sorted(entry.statuses.items())
 
-
-__all__ = ["ModelRegistry", "Servable", "ServingError", "parse_config_file", "single_model_config"]

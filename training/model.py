@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 FEATURE_DIM = 1280  # MobileNetV2 alpha=1.0 pooled features
@@ -139,10 +140,8 @@ def unfreeze_from(classifier: Classifier, fine_tune_at: int) -> None:
         layer.trainable = False
 
 
-def probabilities_from_logits(logits) -> "np.ndarray":
+def probabilities_from_logits(logits) -> np.ndarray:
     """[N, 1] binary logits -> [N, 2] as [1 - p, p]; [N, C] logits -> softmax. float64."""
-    import numpy as np
-
     logits = np.asarray(logits, dtype=np.float64)
     if logits.shape[-1] == 1:
         p = 1 / (1 + np.exp(-logits[:, 0]))

@@ -81,3 +81,48 @@ def test_model_server_needs_a_model(tmp_path):
     result = subprocess.run([sys.executable, "-m", "serving", "--port=0"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and "--model_base_path" in result.stderr
+
+
+def test_stop_lets_a_request_in_flight_finish(model_base, cat_jpeg):
+    import threading
+
+    server = start_local_server(model_base)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "pets"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([cat_jpeg] * 1500))  # takes seconds to answer
+    future = stub.Predict.future(request, timeout=120)
+    answered = []
+    future.add_done_callback(lambda _: answered.append(time.monotonic()))
+    time.sleep(0.3)
+    stop_called = time.monotonic()
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    response = future.result()
+    stopper.join()
+    assert answered[0] > stop_called, "the request must still have been in flight when stop() began"
+    assert tf.make_ndarray(response.outputs["probabilities"]).shape == (1500, 2)
+
+
+def test_garbage_never_takes_the_server_down(local_server, cat_jpeg):
+    import random
+
+    rng = random.Random(0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{local_server.grpc_port}")
+    raw_predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                      request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    rest = f"http://127.0.0.1:{local_server.rest_port}/v1/models/pets:predict"
+    for _ in range(30):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+        with pytest.raises(grpc.RpcError) as info:
+            raw_predict(junk, timeout=30)
+        assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT,
+                                     grpc.StatusCode.NOT_FOUND)
+        response = requests.post(rest, data=junk, timeout=30)
+        assert 400 <= response.status_code < 500 and "error" in response.json()
+    for body in ({"instances": [[1, 2], "x"]}, {"instances": [{"image_bytes": {"b64": 5}}]}, {"inputs": {"x": 1}},
+                 {"instances": [{"b64": base64.b64encode(b"\xff\xd8\xff" + b"\x00" * 50).decode()}]}):
+        response = requests.post(rest, json=body, timeout=30)
+        assert response.status_code == 400 and response.json()["error"], body
+    good = requests.post(rest, json={"instances": [{"b64": base64.b64encode(cat_jpeg).decode()}]}, timeout=30)
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 1

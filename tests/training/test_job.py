@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import REPO, TINY_IMG, make_image_folder
 
@@ -90,3 +89,22 @@ def test_mixed_precision_run_trains_and_exports(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "models" / "photos" / "1" / "saved_model.pb").exists()
     assert json.loads((tmp_path / "w" / "metrics.json").read_text())["config"]["mixed_precision"] is True
+
+
+def test_export_runs_alone_on_a_trained_work_dir(tmp_path):
+    folder = make_image_folder(tmp_path / "photos", per_class=8)
+    common = ["--data-dir", str(folder), "--weights", "none", "--img-size", str(TINY_IMG), "--batch-size", "4",
+              "--epochs", "1", "--fine-tune-epochs", "0", "--work-dir", str(tmp_path / "w"),
+              "--model-base-path", str(tmp_path / "models"), "--model-name", "pets"]
+    trained = run_job(*common, "--no-export")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert not (tmp_path / "models").exists()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    exported = subprocess.run([sys.executable, "-m", "training.export", *common], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert json.loads(exported.stdout[exported.stdout.index("{"):])["version"] == 1
+    assert (tmp_path / "models" / "pets" / "1" / "assets.extra" / "tf_serving_warmup_requests").exists()
+    again = subprocess.run([sys.executable, "-m", "training.export", *common, "--version", "1"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "already exists" in again.stderr
