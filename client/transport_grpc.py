@@ -1,8 +1,6 @@
 """gRPC transport: TF Serving's PredictionService and ModelService via tensorflow-serving-api stubs."""
 from __future__ import annotations
 
-import time
-
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
@@ -10,9 +8,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from client.options import CallOptions
 from client.results import ServerError, VersionStatus
+from client.retry import with_retries
 from model_api import signature as sig
-
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def _read(path: str | None) -> bytes | None:
@@ -30,8 +27,8 @@ def _code_name(status) -> str:
 
 class GrpcTransport:
     """Retries UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff, each attempt with a
-    fresh deadline. (gRPC's own retry policy cannot renew a deadline and caps attempts at 5,
-    so the loop lives here.)"""
+    fresh deadline (client/retry.py). gRPC's own retry policy cannot renew a deadline and caps
+    attempts at 5, so the client does it."""
 
     name = "grpc"
 
@@ -66,16 +63,13 @@ class GrpcTransport:
         return spec
 
     def _call(self, method, request):
-        delay = self.options.backoff_seconds
-        for attempt in range(self.options.retries + 1):
+        def attempt():
             try:
                 return method(request, timeout=self.options.timeout, wait_for_ready=self.options.wait_for_ready)
             except grpc.RpcError as err:
-                if err.code() in RETRYABLE and attempt < self.options.retries:
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.options.max_backoff_seconds)
-                    continue
                 raise ServerError(err.code().name, err.details() or "") from None
+
+        return with_retries(attempt, self.options)
 
     def predict(self, images: list[bytes]) -> tuple[int | None, dict]:
         request = predict_pb2.PredictRequest(model_spec=self._spec())

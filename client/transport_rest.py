@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 
 import numpy as np
 import requests
 
 from client.options import CallOptions
 from client.results import ServerError, VersionStatus
+from client.retry import RETRYABLE_CODES, with_retries
 from model_api import signature as sig
 from model_api.status import code_for_http_status
 
@@ -56,29 +56,24 @@ class RestTransport:
         return url
 
     def _request(self, method: str, url: str, **kwargs) -> dict:
-        delay = self.options.backoff_seconds
-        for attempt in range(self.options.retries + 1):
+        def attempt() -> dict:
             try:
                 response = self.session.request(method, url, timeout=self.options.timeout, **kwargs)
             except requests.Timeout as err:
-                failure = ServerError("DEADLINE_EXCEEDED", str(err))
+                raise ServerError("DEADLINE_EXCEEDED", str(err)) from None
             except requests.ConnectionError as err:
-                failure = ServerError("UNAVAILABLE", f"cannot reach {self.base_url}: {err.__class__.__name__}")
-            else:
-                if response.status_code == 200:
-                    return response.json()
-                try:
-                    message = response.json().get("error", response.text)
-                except ValueError:
-                    message = response.text
-                failure = ServerError(code_for_http_status(response.status_code), message, response.status_code)
-                if response.status_code not in RETRYABLE_HTTP:
-                    raise failure
-            if attempt == self.options.retries:
-                raise failure
-            time.sleep(delay)
-            delay = min(delay * 2, self.options.max_backoff_seconds)
-        raise AssertionError("unreachable")
+                raise ServerError("UNAVAILABLE", f"cannot reach {self.base_url}: {err.__class__.__name__}") from None
+            if response.status_code == 200:
+                return response.json()
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise ServerError(code_for_http_status(response.status_code), message, response.status_code)
+
+        return with_retries(attempt, self.options,
+                            retryable=lambda err: err.http_status in RETRYABLE_HTTP if err.http_status
+                            else err.code in RETRYABLE_CODES)
 
     def _answering_version(self, refresh: bool = False) -> int | None:
         if self.options.version is not None:

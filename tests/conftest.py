@@ -28,22 +28,22 @@ def shared_dir() -> pathlib.Path | None:
     return None
 
 
+def _shared_asset(relative: str, what: str) -> pathlib.Path:
+    root = shared_dir()
+    path = root / relative if root else None
+    if not path or not path.exists():
+        pytest.skip(f"needs the offline {what}: set TRANSFER_SHARED_DIR to a folder with {relative}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_photos() -> pathlib.Path:
-    root = shared_dir()
-    path = root / "data" / "cats_vs_dogs" if root else None
-    if not path or not path.is_dir():
-        pytest.skip("needs the offline photos: set TRANSFER_SHARED_DIR to a folder with data/cats_vs_dogs")
-    return path
+    return _shared_asset("data/cats_vs_dogs", "photos")
 
 
 @pytest.fixture(scope="session")
 def shared_weights() -> pathlib.Path:
-    root = shared_dir()
-    path = root / "pretrained" / "mobilenet_v2_1.0_imagenet_no_top.weights.h5" if root else None
-    if not path or not path.is_file():
-        pytest.skip("needs the offline MobileNetV2 weights: set TRANSFER_SHARED_DIR to a folder with pretrained/")
-    return path
+    return _shared_asset("pretrained/mobilenet_v2_1.0_imagenet_no_top.weights.h5", "MobileNetV2 weights")
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:

@@ -72,12 +72,17 @@ def list_image_folder(data_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
     return class_names, files
 
 
+def _by_label(files: list[tuple[str, int]]) -> dict[int, list]:
+    groups: dict[int, list] = {}
+    for item in files:
+        groups.setdefault(item[1], []).append(item)
+    return groups
+
+
 def stratified_split(files: list[tuple[str, int]], seed: int, fractions=FOLDER_FRACTIONS) -> list[list]:
     """Split each class by `fractions` after a seeded shuffle; every split keeps class balance."""
     rng = random.Random(seed)
-    by_label: dict[int, list] = {}
-    for item in files:
-        by_label.setdefault(item[1], []).append(item)
+    by_label = _by_label(files)
     parts: list[list] = [[] for _ in fractions]
     for label in sorted(by_label):
         items = by_label[label]
@@ -96,9 +101,7 @@ def stratified_split(files: list[tuple[str, int]], seed: int, fractions=FOLDER_F
 def subsample(files: list[tuple[str, int]], max_images: int, seed: int) -> list[tuple[str, int]]:
     """A seeded, class-balanced subset of `max_images` files (at least one per class)."""
     rng = random.Random(seed)
-    by_label: dict[int, list] = {}
-    for item in files:
-        by_label.setdefault(item[1], []).append(item)
+    by_label = _by_label(files)
     chosen = []
     for label in sorted(by_label):
         items = sorted(by_label[label])

@@ -18,9 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-FEATURE_DIM = 1280  # MobileNetV2 alpha=1.0 pooled features
-
-
 class WeightsUnavailable(RuntimeError):
     """The requested pretrained weights cannot be loaded (offline, missing or wrong file)."""
 
@@ -61,10 +58,6 @@ class Classifier:
     pool: keras.layers.Layer  # GlobalAveragePooling2D
     head: keras.layers.Layer  # Dense(1) for 2 classes, Dense(N) otherwise
     num_classes: int
-
-    @property
-    def binary(self) -> bool:
-        return self.num_classes == 2
 
 
 def resolve_weights(spec: str) -> str | None:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
@@ -47,7 +47,6 @@ class PhaseResult:
     cached: bool
     trainable_parameters: int
     resumed_at_epoch: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
