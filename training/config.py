@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 ENV_PREFIX = "TRAIN_"
+TTA_CHOICES = ("none", "flip")
 
 
 def _opt(help_text: str, **extra):
@@ -67,6 +68,9 @@ class TrainConfig:
     keep: int = field(default=0, metadata={"help": "After publishing keep only the newest N versions (0 = keep all)."})
     serving_config: Optional[str] = _opt("TF Serving models.config whose version labels --keep must never remove.")
     max_pixels: int = field(default=40_000_000, metadata={"help": "Largest decoded image the signature accepts."})
+    tta: str = field(default="none", metadata={
+        "help": "Test-time augmentation inside the exported signature: 'none', or 'flip' (average the logits "
+                "of the image and its horizontal mirror)."})
 
     @property
     def fine_tune_learning_rate(self) -> float:
@@ -159,5 +163,7 @@ def _validate(config: TrainConfig) -> None:
         problems.append("epochs cannot be negative")
     if config.fine_tune_at < 0:
         problems.append("--fine-tune-at cannot be negative")
+    if config.tta not in TTA_CHOICES:
+        problems.append(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {config.tta!r}")
     if problems:
         raise SystemExit("error: " + "; ".join(problems))

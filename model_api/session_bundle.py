@@ -1,0 +1,82 @@
+"""Load and run a SavedModel the way TensorFlow Serving does: a SavedModelBundle in a Session.
+
+TF Serving does not use TF2 object loading (`tf.saved_model.load`). Its
+servables/tensorflow/saved_model_bundle_factory.cc calls tensorflow/cc/saved_model/loader.cc
+`LoadSavedModel`: import the MetaGraphDef tagged "serve" into a fresh graph, restore the
+variables, run the main/init op, then serve by feeding and fetching the SignatureDef's
+*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`). Python's
+`tf.compat.v1.saved_model.loader.load` is a binding of that same C++ loader, so what loads and
+runs here loads and runs in TF Serving, and a SavedModel that only TF2 object loading can run
+(a missing init op, a signature naming a tensor that does not exist) fails here too.
+
+The export gate (training/) and the local server (serving/) both use this module.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Mapping
+
+import numpy as np
+
+SERVE_TAG = "serve"  # tensorflow/python/saved_model/tag_constants.py SERVING
+
+
+class BundleError(Exception):
+    """The SavedModel cannot be loaded or a signature cannot be run as TF Serving would."""
+
+
+class SessionBundle:
+    """One loaded SavedModel: its SignatureDefs and a Session that runs them."""
+
+    def __init__(self, path: str, tags=(SERVE_TAG,)):
+        import tensorflow as tf
+
+        self.path = path
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        try:
+            with self._graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+        except Exception:
+            self._session.close()
+            raise
+        self.meta_graph = meta_graph
+        self.signature_defs = dict(meta_graph.signature_def)
+        self._closed = threading.Event()
+        self._check_signature_tensors()
+
+    def _check_signature_tensors(self) -> None:
+        """Every tensor a SignatureDef names must exist in the graph (TF Serving fails the request)."""
+        for name, signature in self.signature_defs.items():
+            if name.startswith("__"):  # __saved_model_init_op and friends are not served
+                continue
+            for kind, infos in (("input", signature.inputs), ("output", signature.outputs)):
+                for alias, info in infos.items():
+                    try:
+                        self._graph.get_tensor_by_name(info.name)
+                    except (KeyError, ValueError) as err:
+                        raise BundleError(f"signature {name!r} {kind} {alias!r} names tensor {info.name!r}, "
+                                          f"which is not in the graph: {err}") from None
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Feed `inputs` (alias -> array) by tensor name, fetch the outputs by tensor name.
+
+        Raises tf.errors.OpError from the graph (e.g. InvalidArgumentError for a corrupt
+        image) exactly as TF Serving's Session::Run reports it.
+        """
+        signature = self.signature_defs[signature_name]
+        feeds = {signature.inputs[alias].name: value for alias, value in inputs.items()}
+        aliases = sorted(output_filter or signature.outputs.keys())  # predict_util.cc sorts them
+        fetches = [signature.outputs[alias].name for alias in aliases]
+        values = self._session.run(fetches, feed_dict=feeds)
+        return dict(zip(aliases, values))
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._session.close()
+
+
+def load(path: str) -> SessionBundle:
+    return SessionBundle(path)

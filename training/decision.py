@@ -1,0 +1,57 @@
+"""The one definition of the classifier's outputs: head size, loss, accuracy and decision rule.
+
+Two classes use the tutorial's single logit (Dense(1), BinaryCrossentropy from logits,
+class 1 iff logit > 0, p(class 1) = sigmoid(logit)); N classes use N logits with the sparse
+categorical loss, argmax and softmax. Training (Keras fit and the multi-worker loop), the
+exported signature and the report all import these, so they cannot disagree.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def head_units(num_classes: int) -> int:
+    """Logits per image: one for two classes (the tutorial's Dense(1)), else one per class."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def per_example_loss(num_classes: int, reduction="sum_over_batch_size") -> keras.losses.Loss:
+    """Cross-entropy on logits; `reduction=None` gives one value per example."""
+    if num_classes == 2:
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=reduction)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+
+
+def accuracy_metric(num_classes: int) -> keras.metrics.Metric:
+    if num_classes == 2:
+        return keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")  # logit > 0
+    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
+def classes_from_logits(logits: tf.Tensor) -> tf.Tensor:
+    """int64 [N]: class 1 iff the single logit > 0, else the argmax. Works in graphs."""
+    logits = tf.convert_to_tensor(logits)
+    if logits.shape[-1] == 1:
+        return tf.cast(logits[:, 0] > 0, tf.int64)
+    return tf.argmax(logits, axis=-1, output_type=tf.int64)
+
+
+def probabilities_from_logits_tf(logits: tf.Tensor) -> tf.Tensor:
+    """[N, 1] -> [N, 2] as [1 - sigmoid, sigmoid]; [N, C] -> softmax. Works in graphs."""
+    logits = tf.convert_to_tensor(logits)
+    if logits.shape[-1] == 1:
+        p = tf.sigmoid(logits[:, 0])
+        return tf.stack([1.0 - p, p], axis=1)
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def probabilities_from_logits(logits) -> np.ndarray:
+    """The same rule in float64 numpy, for reports and reference comparisons."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[-1] == 1:
+        p = 1 / (1 + np.exp(-logits[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
