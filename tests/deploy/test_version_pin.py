@@ -1,0 +1,63 @@
+"""One TensorFlow release for training, export and serving: the one the pinned TF Serving
+image is built from, stated once in TF_SERVING_VERSION (repository root).
+
+TensorFlow guarantees graph compatibility only within a release line, and TF Serving's
+maintainers answer "Op type not registered" with "export with the TensorFlow version the server
+runs". Every other place that names the release is a copy checked here; bumping it means
+editing TF_SERVING_VERSION and the places these tests then name.
+"""
+import importlib.metadata
+import re
+import tomllib
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.conftest import REPO
+
+PIN = (REPO / "TF_SERVING_VERSION").read_text().strip()
+RELEASE_LINE = ".".join(PIN.split(".")[:2])  # 2.20.0 -> 2.20: patch releases are compatible
+
+
+def dockerfile_arg(name: str, dockerfile: str) -> str | None:
+    match = re.search(rf"^ARG {name}=(\S+)$", (REPO / dockerfile).read_text(), re.MULTILINE)
+    return match and match.group(1)
+
+
+def requirement_specifiers(lines, name: str) -> list[str]:
+    found = [Requirement(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [str(r.specifier) for r in found if r.name.lower().replace("_", "-") == name]
+
+
+def project_dependencies() -> list[str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["dependencies"]
+
+
+def test_the_pin_is_a_full_release_number():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", PIN), f"TF_SERVING_VERSION must hold one version like 2.20.0, not {PIN!r}"
+
+
+@pytest.mark.parametrize(("dockerfile", "image"), [("Dockerfile.train", "tensorflow/tensorflow"),
+                                                   ("Dockerfile.serve", "tensorflow/serving")])
+def test_dockerfiles_build_from_the_pinned_release(dockerfile, image):
+    assert dockerfile_arg("TF_VERSION", dockerfile) == PIN, f"{dockerfile}: ARG TF_VERSION must be {PIN}"
+    from_lines = re.findall(r"^FROM (\S+)", (REPO / dockerfile).read_text(), re.MULTILINE)
+    assert from_lines == [f"{image}:${{TF_VERSION}}${{VARIANT}}"], f"{dockerfile}: FROM must use ARG TF_VERSION"
+
+
+@pytest.mark.parametrize("package", ["tensorflow", "tensorflow-serving-api"])
+def test_pyproject_pins_the_release_line(package):
+    assert requirement_specifiers(project_dependencies(), package) == [f"=={RELEASE_LINE}.*"]
+
+
+def test_training_image_requirements_pin_the_serving_api_and_leave_tensorflow_to_the_base_image():
+    lines = (REPO / "requirements-train.txt").read_text().splitlines()
+    assert requirement_specifiers(lines, "tensorflow-serving-api") == [f"=={RELEASE_LINE}.*"]
+    assert requirement_specifiers(lines, "tensorflow") == [], "the base image's TensorFlow must not be reinstalled"
+
+
+@pytest.mark.parametrize("package", ["tensorflow", "tensorflow-serving-api"])
+def test_the_installed_environment_runs_the_release_line(package):
+    installed = importlib.metadata.version(package)
+    assert installed.startswith(RELEASE_LINE + "."), f"{package} {installed} installed, {RELEASE_LINE}.x pinned"
