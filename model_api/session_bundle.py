@@ -18,11 +18,37 @@ from typing import Mapping
 
 import numpy as np
 
+from model_api.status import code_name
+
 SERVE_TAG = "serve"  # tensorflow/python/saved_model/tag_constants.py SERVING
 
 
 class BundleError(Exception):
-    """The SavedModel cannot be loaded or a signature cannot be run as TF Serving would."""
+    """The SavedModel cannot be loaded or a signature cannot be run as TF Serving would.
+
+    `code` is the canonical status name TF Serving reports for the same failure (its
+    GetModelStatus shows a failed load with this code)."""
+
+    def __init__(self, message: str, code: str = "INTERNAL"):
+        super().__init__(message)
+        self.code = code
+
+
+def _load_error(err: Exception) -> BundleError:
+    """The loader's exception -> BundleError with the code tensorflow/cc/saved_model/reader.cc
+    and loader.cc return: no saved_model.pb -> NOT_FOUND, an unparsable one -> DATA_LOSS
+    ("Can't parse ... as binary proto"), no "serve" MetaGraphDef -> NOT_FOUND, and a
+    TensorFlow error (restoring variables, running the init op) -> its own code."""
+    import tensorflow as tf
+
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, tf.errors.OpError):
+        return BundleError(message, code_name(err.error_code))
+    if isinstance(err, OSError):
+        return BundleError(message, "NOT_FOUND" if "does not exist" in message else "DATA_LOSS")
+    if isinstance(err, RuntimeError) and "could not be found" in message:
+        return BundleError(message, "NOT_FOUND")
+    return BundleError(message)
 
 
 class SessionBundle:
@@ -37,9 +63,9 @@ class SessionBundle:
         try:
             with self._graph.as_default():
                 meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
-        except Exception:
+        except Exception as err:  # noqa: BLE001 - every load failure becomes one BundleError
             self._session.close()
-            raise
+            raise _load_error(err) from err
         self.meta_graph = meta_graph
         self.signature_defs = dict(meta_graph.signature_def)
         self._closed = threading.Event()
@@ -55,6 +81,7 @@ class SessionBundle:
                     try:
                         self._graph.get_tensor_by_name(info.name)
                     except (KeyError, ValueError) as err:
+                        self._session.close()
                         raise BundleError(f"signature {name!r} {kind} {alias!r} names tensor {info.name!r}, "
                                           f"which is not in the graph: {err}") from None
 

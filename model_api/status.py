@@ -1,8 +1,13 @@
-"""How TF Serving maps its status codes onto HTTP statuses for the REST API.
+"""Status codes: their numbers, TF Serving's HTTP status for each, and the way back.
 
-Mirrors ToHTTPStatusCode in tensorflow_serving/model_servers/http_server.cc.
+HTTP_STATUS_FOR_CODE mirrors ToHTTPStatusCode in tensorflow_serving/model_servers/http_server.cc.
 """
 from __future__ import annotations
+
+# Canonical codes by number: tensorflow/core/protobuf/error_codes.proto, the same numbering as gRPC.
+CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+              "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
 # gRPC status code name -> HTTP status.
 HTTP_STATUS_FOR_CODE = {
@@ -25,14 +30,33 @@ HTTP_STATUS_FOR_CODE = {
     "UNAUTHENTICATED": 401,
 }
 
+# TF Serving's FAILED_PRECONDITION messages that can reach a REST client (http_server.cc sends
+# only {"error": message}, and 400 is shared with INVALID_ARGUMENT and OUT_OF_RANGE):
+# predict_util.cc (an unknown signature key), batching_session.cc (tensors of different shapes
+# without padding), server_core.cc (a label for an unavailable version).
+_FAILED_PRECONDITION_MESSAGES = ("Serving signature key", "padding is turned off",
+                                 "not currently available for inference")
+
+
+def code_name(number: int) -> str:
+    return CODE_NAMES[number] if 0 <= number < len(CODE_NAMES) else "UNKNOWN"
+
 
 def http_status(code_name: str) -> int:
     return HTTP_STATUS_FOR_CODE.get(code_name, 500)
 
 
-def code_for_http_status(status: int) -> str:
-    """Best inverse used by the REST client to report a gRPC-style code name."""
+def code_for_http_status(status: int, message: str = "") -> str:
+    """The REST client's best reading of a code from TF Serving's HTTP status and message.
+
+    Several codes share a status (400: INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE),
+    so for 400 the message decides: one of TF Serving's FAILED_PRECONDITION messages reads
+    as FAILED_PRECONDITION, anything else as INVALID_ARGUMENT. Callers must not decide what
+    to do with a request from the code alone (client/results.py looks at the message).
+    """
+    if status == 400 and any(fragment in message for fragment in _FAILED_PRECONDITION_MESSAGES):
+        return "FAILED_PRECONDITION"
     preferred = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED",
                  500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-                 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 413: "RESOURCE_EXHAUSTED"}
+                 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 413: "RESOURCE_EXHAUSTED", 499: "CANCELLED"}
     return preferred.get(status, "UNKNOWN")

@@ -19,10 +19,27 @@ import sys
 import threading
 
 
+def tf_bool(text: str) -> bool:
+    """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/
+    command_line_flags.cc ParseBoolFlag): true/1 or false/0; anything else is a usage error."""
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: use true, false, 1 or 0")
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    # `--name` alone means true, as in TF's flags; `--name=false` turns it off.
+    parser.add_argument(name, type=tf_bool, nargs="?", const=True, default=default, metavar="true|false",
+                        help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-server", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free port).")
+    parser.add_argument("--port", type=int, default=8500,
+                        help="gRPC port. 0 is refused, as in TF Serving (which would need --grpc_socket_path).")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0 disables REST).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to bind; 0.0.0.0 to accept other machines (TF Serving binds all).")
@@ -31,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_config_file", default=None, help="TF Serving ModelServerConfig (text format).")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="How often to look for new versions (0: only at start).")
-    parser.add_argument("--enable_model_warmup", type=lambda s: s.lower() != "false", default=True,
-                        help="Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+    _bool_flag(parser, "--enable_model_warmup", True,
+               "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+    _bool_flag(parser, "--enable_batching", False, "Batch requests server-side (--batching_parameters_file).")
+    parser.add_argument("--batching_parameters_file", default="",
+                        help="TF Serving BatchingParameters (text format); needs --enable_batching.")
+    _bool_flag(parser, "--allow_version_labels_for_unavailable_models", False,
+               "Accept version labels that point at versions not loaded (yet).")
     parser.add_argument("--max_num_load_retries", type=int, default=5,
                         help="Retries of a version that failed to load.")
     parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
@@ -45,23 +67,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _batching_options(args):
+    """server.cc: BatchingParameters from the file (or the defaults) when --enable_batching."""
+    from serving.batching import BatchingOptions
+    from serving.config_protos import BatchingParameters, parse_text_file
+
+    if not args.enable_batching:
+        if args.batching_parameters_file:
+            raise ValueError("server_options.batching_parameters_file is set without setting "
+                             "server_options.enable_batching to true.")
+        return None
+    params = (parse_text_file(args.batching_parameters_file, BatchingParameters) if args.batching_parameters_file
+              else BatchingParameters())
+    return BatchingOptions.from_proto(params)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from serving.registry import ModelRegistry, parse_config_file, single_model_config
-    from serving.server import LocalServer, TlsConfig
+    from serving.registry import ModelRegistry, StartupError, parse_config_file, single_model_config
+    from serving.server import LocalServer, read_ssl_config
 
     if bool(args.model_base_path) == bool(args.model_config_file):
         print("error: give either --model_base_path (with --model_name) or --model_config_file", file=sys.stderr)
         return 2
+    if args.port == 0:
+        print("error: At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
+              file=sys.stderr)
+        return 2
     try:
         configs = (parse_config_file(args.model_config_file) if args.model_config_file
                    else [single_model_config(args.model_name, os.path.abspath(args.model_base_path))])
-        tls = None
-        if args.ssl_config_file:
-            with open(args.ssl_config_file) as f:
-                tls = TlsConfig.parse(f.read())
+        tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
+        batching = _batching_options(args)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -71,17 +110,28 @@ def main(argv=None) -> int:
                             config.name, config.base_path)
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
-                             load_retry_interval_seconds=args.load_retry_interval_micros / 1e6)
+                             load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
+                             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
     server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
                          max_request_bytes=args.max_request_bytes, threads=args.threads, tls=tls,
                          grace_seconds=args.grace_seconds)
     stop = threading.Event()
+
+    def on_signal(*_):
+        stop.set()
+        registry.stop_waiting()  # a start still waiting for versions gives up
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     try:
         server.start()
-    except OSError as err:
+    except StartupError as err:  # main.cc: "Failed to start server. Error: ..."
+        print(f"Failed to start server. Error: {err}", file=sys.stderr)
+        registry.stop()
+        return 1
+    except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        registry.stop()
         return 2
     print(f"model-server ready: gRPC {args.host}:{server.grpc_port}, REST "
           f"{args.host + ':' + str(server.rest_port) if server.rest_port else 'off'}", flush=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from model_api.status import http_status
+from model_api.status import code_name, http_status
 
 
 class ServingError(Exception):
@@ -31,6 +31,19 @@ def failed_precondition(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def unavailable(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.UNAVAILABLE, message)
+
+
+def internal(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INTERNAL, message)
+
+
+def with_code(name: str, message: str) -> ServingError:
+    """A ServingError from a canonical code name ("NOT_FOUND", ...)."""
+    return ServingError(grpc.StatusCode[name], message)
+
+
 _NOISE = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
 
 
@@ -47,8 +60,5 @@ def from_tf_error(err) -> ServingError:
     TF's messages end with the graph node that failed ("\\n\\t [[{{node ...}}]]"); callers
     need the first part, which says what was wrong with their input.
     """
-    message = clean_tf_message(err.message or str(err))
-    code_name = {3: "INVALID_ARGUMENT", 5: "NOT_FOUND", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-                 11: "OUT_OF_RANGE", 4: "DEADLINE_EXCEEDED", 12: "UNIMPLEMENTED", 14: "UNAVAILABLE"}.get(
-        getattr(err, "error_code", 13), "INTERNAL")
-    return ServingError(grpc.StatusCode[code_name], message)
+    name = code_name(getattr(err, "error_code", 13))
+    return with_code("UNKNOWN" if name == "OK" else name, clean_tf_message(err.message or str(err)))

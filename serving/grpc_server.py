@@ -8,7 +8,7 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import predict as ops
+from serving import handlers as ops
 from serving.errors import ServingError
 from serving.registry import ModelRegistry
 

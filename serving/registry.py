@@ -1,17 +1,21 @@
-"""The models the local server serves: configuration, polling, loading, version resolution.
+"""The models the local server serves: configuration, polling, the version policy, labels.
 
-Behaves like TF Serving's ServerCore with a file-system source:
+Behaves like TF Serving's ServerCore with a file-system source and the
+AvailabilityPreservingPolicy (tensorflow_serving/core/availability_preserving_policy.cc,
+aspired_versions_manager.cc, model_servers/server_core.cc):
 - a model is `name` + `base_path`; its versions are the integer-named children of base_path
   (model_api/versions.py), polled every `--file_system_poll_wait_seconds`;
-- `model_version_policy` picks what to serve: latest N (default 1), all, or specific;
-- a new version is loaded, its warmup records replayed (assets.extra/tf_serving_warmup_requests),
-  and only then made available; versions the policy no longer wants are unloaded after
-  that (availability preserving), so requests never see a gap;
-- a version that fails to load is reported (state END with its error) and retried up to
-  `max_num_load_retries` times, `load_retry_interval_seconds` apart (TF Serving's
-  --max_num_load_retries, default 5, and --load_retry_interval_micros, default 1 minute);
-  the versions already serving keep serving;
-- `version_labels` map names to available versions.
+- the *aspired* versions are what `model_version_policy` picks from the versions on disk
+  (latest N, default 1; all; specific), whether or not they load;
+- a new aspired version is loaded (highest first), its warmup records replayed, then served;
+  a load is retried `max_num_load_retries` times, `load_retry_interval_seconds` apart, and
+  then stays failed (state END with the loader's own status code) for as long as it is aspired;
+- versions no longer aspired are unloaded once an aspired version serves; until then the
+  newest of them keeps serving (availability preserving). So a broken newest version during a
+  swap leaves the previous one serving, and at start (when no previous version was loaded)
+  it makes start() fail, as tensorflow_model_server fails to start;
+- `version_labels` must name available versions at start unless
+  `allow_version_labels_for_unavailable_models`.
 A request holds a reference to the servable it resolved, so an unload never fails a request
 in flight: the old version is freed when its last request finishes.
 """
@@ -27,35 +31,20 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from model_api import signature as sig
+from model_api.session_bundle import BundleError
+from model_api.status import CODE_NAMES
 from model_api.versions import list_versions
-from serving.errors import invalid_argument, not_found
+from serving.batching import BatchingOptions, BatchScheduler
+from serving.errors import ServingError, invalid_argument, not_found
+from serving.servable import Servable
+from serving.warmup import replay_warmup
 
 log = logging.getLogger("serving")
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
-@dataclass
-class Servable:
-    """One loaded version: the SavedModel's callable signatures and their SignatureDefs."""
-
-    name: str
-    version: int
-    path: str
-    signatures: dict          # signature name -> concrete function
-    signature_defs: dict      # signature name -> meta_graph_pb2.SignatureDef
-
-    @classmethod
-    def load(cls, name: str, version: int, path: str) -> "Servable":
-        import tensorflow as tf
-        from tensorflow.python.tools import saved_model_utils
-
-        loaded = tf.saved_model.load(path)
-        meta = saved_model_utils.get_meta_graph_def(path, "serve")
-        servable = cls(name=name, version=version, path=path, signatures=dict(loaded.signatures),
-                       signature_defs=dict(meta.signature_def))
-        servable._keepalive = loaded  # the concrete functions need their object alive
-        return servable
+class StartupError(Exception):
+    """The models cannot be served as configured (tensorflow_model_server exits: "Failed to start server")."""
 
 
 @dataclass
@@ -70,13 +59,17 @@ class ModelEntry:
     config: model_server_config_pb2.ModelConfig
     servables: dict = field(default_factory=dict)   # version -> Servable (AVAILABLE)
     statuses: dict = field(default_factory=dict)    # version -> VersionStatus (all ever seen)
-    failures: dict = field(default_factory=dict)  # version -> (attempts, monotonic time of the last)
+    failed: set = field(default_factory=set)        # aspired versions whose load failed for good
+    aspired: list = field(default_factory=list)     # what the policy wanted at the last poll
 
 
 def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
     """TF Serving's --model_config_file, parsed with TF Serving's own protos (text format)."""
     with open(path) as f:
-        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        try:
+            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        except text_format.ParseError as err:
+            raise ValueError(f"{path}: not a valid ModelServerConfig: {err}") from None
     if not config.HasField("model_config_list"):
         raise ValueError(f"{path}: only model_config_list is supported")
     return list(config.model_config_list.config)
@@ -88,6 +81,7 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
 
 
 def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
+    """The aspired versions: what file_system_storage_path_source.cc emits for the policy."""
     policy = config.model_version_policy
     which = policy.WhichOneof("policy_choice")
     if which == "all":
@@ -98,29 +92,95 @@ def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[i
     return list(on_disk[-count:])
 
 
+def versions_to_unload(serving: set, aspired: set) -> list[int]:
+    """AvailabilityPreservingPolicy::GetNextAction, all its unloads at once: unaspired versions
+    go when an aspired version serves (or nothing is aspired); otherwise all but the newest."""
+    unaspired = sorted(serving - aspired)
+    if not aspired or aspired & serving:
+        return unaspired
+    return unaspired[:-1]
+
+
+def _code_number(err: BaseException) -> tuple[int, str]:
+    """(tensorflow.error.Code, message) a failed load reports, from the error that failed it."""
+    if isinstance(err, BundleError):
+        name, message = err.code, str(err)
+    elif isinstance(err, ServingError):
+        name, message = err.code.name, err.message
+    else:
+        name, message = "UNKNOWN", f"{type(err).__name__}: {err}"
+    return CODE_NAMES.index(name) if name in CODE_NAMES else 2, message.splitlines()[0][:1000] if message else ""
+
+
 class ModelRegistry:
     def __init__(self, configs: list, poll_seconds: float = 1.0, warmup: bool = True,
-                 max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0):
+                 max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0,
+                 batching: BatchingOptions | None = None, allow_version_labels_for_unavailable_models: bool = False):
         self._lock = threading.RLock()
         self._models = {c.name: ModelEntry(config=c) for c in configs}
         self.poll_seconds = poll_seconds
         self.warmup = warmup
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_seconds = load_retry_interval_seconds
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self.scheduler = BatchScheduler(batching) if batching is not None else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        """Load every model's aspired versions and wait until each serves one (or fail with
+        StartupError, like ServerCore::WaitUntilModelsAvailable), check the labels, then poll."""
         self.poll_once()
+        self._wait_until_models_available()
+        self._check_labels()
         if self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll_forever, name="model-poller", daemon=True)
             self._thread.start()
+
+    def stop_waiting(self) -> None:
+        """Safe from a signal handler: a start() still waiting for versions gives up, polling ends."""
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    def _wait_until_models_available(self) -> None:
+        announced = set()
+        while True:
+            with self._lock:
+                waiting = [e for e in self._models.values() if not e.servables and not e.failed]
+                failed = [e for e in self._models.values() if not e.servables and e.failed]
+            if failed:
+                details = ", ".join(f"{{{{name: {e.config.name} version: {v}}} due to error: "
+                                    f"{CODE_NAMES[e.statuses[v].error_code]}: {e.statuses[v].error_message}}}"
+                                    for e in failed for v in sorted(e.failed))
+                raise StartupError(f"{len(failed)} model(s) did not become available: {{{details}}}")
+            if not waiting:
+                return
+            for entry in waiting:
+                if entry.config.name not in announced:
+                    announced.add(entry.config.name)
+                    log.warning("no version of %s under %s yet: waiting for one", entry.config.name,
+                                entry.config.base_path)
+            if self._stop.wait(max(self.poll_seconds, 0.2)):
+                raise StartupError("stopped while waiting for the models to become available")
+            self.poll_once()
+
+    def _check_labels(self) -> None:
+        """ServerCore::UpdateModelVersionLabelMap at start."""
+        if self.allow_unavailable_labels:
+            return
+        with self._lock:
+            for entry in self._models.values():
+                for label, version in sorted(entry.config.version_labels.items()):
+                    if version not in entry.servables:
+                        raise StartupError(f"Request to assign label to version {version} of model "
+                                           f"{entry.config.name}, which is not currently available for inference")
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -134,71 +194,62 @@ class ModelRegistry:
             self._sync_model(self._models[name])
 
     def _sync_model(self, entry: ModelEntry) -> None:
-        config = entry.config
-        on_disk = list_versions(config.base_path)
-        wanted = wanted_versions(config, [v for v in on_disk if self._may_try(entry, v)])
-        for version in wanted:
-            if version not in entry.servables:
-                self._load(entry, version)
+        aspired = wanted_versions(entry.config, list_versions(entry.config.base_path))
         with self._lock:
-            keep = set(wanted)
-            # Availability preserving: only unload once something newer serves.
-            if not any(v in entry.servables for v in keep):
-                keep |= set(entry.servables)
-            for version in [v for v in entry.servables if v not in keep]:
-                del entry.servables[version]
-                entry.statuses[version] = VersionStatus(State.END)
-                log.info("unloaded %s version %d", config.name, version)
+            entry.aspired = aspired
+            entry.failed &= set(aspired)  # TF Serving stops managing a failed version once unaspired
+        self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
+        for version in sorted(aspired, reverse=True):  # the policy loads the highest new version first
+            if version not in entry.servables and version not in entry.failed and not self._stop.is_set():
+                self._load(entry, version)
+        self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
 
-    def _may_try(self, entry: ModelEntry, version: int) -> bool:
-        if version in entry.servables or version not in entry.failures:
-            return True
-        attempts, last = entry.failures[version]
-        return attempts <= self.max_num_load_retries and \
-            time.monotonic() - last >= self.load_retry_interval_seconds
+    def _unload(self, entry: ModelEntry, versions: list[int]) -> None:
+        for version in versions:
+            with self._lock:
+                servable = entry.servables.pop(version)
+                entry.statuses[version] = VersionStatus(State.END)
+            servable.unload()
+            log.info("unloaded %s version %d", entry.config.name, version)
 
     def _load(self, entry: ModelEntry, version: int) -> None:
+        """One load with TF Serving's retries (BasicManager + LoaderHarness: --max_num_load_retries
+        more attempts after the first, --load_retry_interval_micros apart)."""
         name = entry.config.name
         path = os.path.join(entry.config.base_path, str(version))
         with self._lock:
             entry.statuses[version] = VersionStatus(State.LOADING)
         started = time.perf_counter()
-        try:
-            servable = Servable.load(name, version, path)
-            replayed = self._replay_warmup(servable) if self.warmup else 0
-        except Exception as err:  # noqa: BLE001 - report it; keep serving what we have
-            message = f"failed to load {name} version {version} from {path}: {str(err).splitlines()[0][:500]}"
-            log.error(message)
+        for attempt in range(self.max_num_load_retries + 1):
+            if attempt and self._stop.wait(self.load_retry_interval_seconds):
+                return
+            try:
+                servable = self._load_once(name, version, path)
+                break
+            except Exception as err:  # noqa: BLE001 - report it; keep serving what we have
+                code, message = _code_number(err)
+                log.error("failed to load %s version %d from %s (attempt %d of %d): %s", name, version, path,
+                          attempt + 1, self.max_num_load_retries + 1, message)
+        else:
             with self._lock:
-                attempts = entry.failures.get(version, (0, 0.0))[0] + 1
-                entry.failures[version] = (attempts, time.monotonic())
-                entry.statuses[version] = VersionStatus(State.END, error_code=13, error_message=message)
+                entry.failed.add(version)
+                entry.statuses[version] = VersionStatus(
+                    State.END, error_code=code, error_message=f"failed to load {name} version {version}: {message}")
             return
         with self._lock:
-            entry.failures.pop(version, None)
             entry.servables[version] = servable
             entry.statuses[version] = VersionStatus(State.AVAILABLE)
-        log.info("loaded %s version %d in %.1fs (%d warmup requests)", name, version,
-                 time.perf_counter() - started, replayed)
+        log.info("loaded %s version %d in %.1fs", name, version, time.perf_counter() - started)
 
-    @staticmethod
-    def _replay_warmup(servable: Servable) -> int:
-        """TF Serving's SavedModel warmup: run every PredictionLog's request before serving."""
-        import tensorflow as tf
-        from tensorflow_serving.apis import prediction_log_pb2
-
-        from serving.predict import run_predict
-
-        path = os.path.join(servable.path, sig.WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        count = 0
-        for record in tf.data.TFRecordDataset(path):
-            log_entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            if log_entry.HasField("predict_log"):
-                run_predict(servable, log_entry.predict_log.request)
-                count += 1
-        return count
+    def _load_once(self, name: str, version: int, path: str) -> Servable:
+        servable = Servable.load(name, version, path, self.scheduler)
+        try:
+            if self.warmup:
+                log.info("%s version %d: %d warmup requests replayed", name, version, replay_warmup(servable))
+        except BaseException:
+            servable.unload()
+            raise
+        return servable
 
     # --- resolution -----------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -210,18 +261,16 @@ class ModelRegistry:
         with self._lock:
             entry = self._models.get(name)
             which = model_spec.WhichOneof("version_choice")
-            if which == "version":
-                version = model_spec.version.value
-                servable = entry.servables.get(version) if entry else None
-                if servable is None:
-                    raise not_found(f"Servable not found for request: Specific({name}, {version})")
-                return servable
             if which == "version_label":
                 label = model_spec.version_label
                 version = entry.config.version_labels.get(label) if entry else None
                 if version is None:
                     raise invalid_argument(f"Unrecognized servable version label: {label}")
-                servable = entry.servables.get(version)
+                which = "version"
+            elif which == "version":
+                version = model_spec.version.value
+            if which == "version":
+                servable = entry.servables.get(version) if entry else None
                 if servable is None:
                     raise not_found(f"Servable not found for request: Specific({name}, {version})")
                 return servable
@@ -250,4 +299,3 @@ class ModelRegistry:
             if not entry or not entry.statuses:
                 raise not_found(f"Could not find any versions of model {name}")
             return sorted(entry.statuses.items())
-

@@ -20,8 +20,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import predict as ops
+from serving import handlers as ops
 from serving import rest_json
+from serving.predict_util import run_predict, signature_name_or_default
 from serving.errors import ServingError, invalid_argument
 from serving.registry import ModelRegistry
 
@@ -112,7 +113,7 @@ class RestApi:
         servable = self.registry.resolve(spec)
 
         def inputs_for(signature_name):
-            name = ops.signature_name_or_default(signature_name)
+            name = signature_name_or_default(signature_name)
             if name not in servable.signature_defs:
                 raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
             return servable.signature_defs[name].inputs
@@ -120,7 +121,7 @@ class RestApi:
         request, fmt = rest_json.parse_predict_body(body, inputs_for)
         request.model_spec.name = servable.name
         request.model_spec.version.value = servable.version  # the servable resolved above answers
-        return rest_json.format_predict_response(ops.run_predict(servable, request), fmt)
+        return rest_json.format_predict_response(run_predict(servable, request), fmt)
 
     def _status(self, spec) -> dict:
         return _proto_json(ops.model_status(self.registry, get_model_status_pb2.GetModelStatusRequest(model_spec=spec)))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import grpc
 from aiohttp import web
 
+from serving.config_protos import SSLConfig, parse_text_file
 from serving.grpc_server import build_grpc_server
 from serving.registry import ModelRegistry
 from serving.rest_server import build_app
@@ -20,39 +19,30 @@ from serving.rest_server import build_app
 log = logging.getLogger("serving")
 
 
-@dataclass
-class TlsConfig:
-    """TF Serving's SSLConfig (tensorflow_serving/config/ssl_config.proto): PEM contents."""
+def read_ssl_config(path: str):
+    """--ssl_config_file: TF Serving's SSLConfig in protobuf text format (server.cc
+    BuildServerCredentials reads it with ParseProtoTextFile)."""
+    return parse_text_file(path, SSLConfig)
 
-    server_key: str
-    server_cert: str
-    custom_ca: str = ""
-    client_verify: bool = False
 
-    @classmethod
-    def parse(cls, text: str) -> "TlsConfig":
-        """Reads the text-format SSLConfig that `--ssl_config_file` takes. The proto is not in
-        tensorflow-serving-api, and its four scalar fields need nothing more than this."""
-        fields = {}
-        for key, value in re.findall(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|\w+)', text):
-            fields[key] = bytes(value[1:-1], "utf-8").decode("unicode_escape") if value.startswith('"') else value
-        unknown = set(fields) - {"server_key", "server_cert", "custom_ca", "client_verify"}
-        if unknown or "server_key" not in fields or "server_cert" not in fields:
-            raise ValueError(f"SSL config needs server_key and server_cert; unknown fields: {sorted(unknown)}")
-        return cls(fields["server_key"], fields["server_cert"], fields.get("custom_ca", ""),
-                   str(fields.get("client_verify", "false")).lower() == "true")
-
-    def grpc_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.server_key.encode(), self.server_cert.encode())],
-            root_certificates=self.custom_ca.encode() if self.custom_ca else None,
-            require_client_auth=self.client_verify)
+def grpc_credentials(ssl_config) -> grpc.ServerCredentials:
+    """server.cc BuildServerCredentials: client_verify requires and verifies a client
+    certificate; custom_ca is the root it is verified against."""
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() if ssl_config.custom_ca else None,
+        require_client_auth=ssl_config.client_verify)
 
 
 class LocalServer:
     def __init__(self, registry: ModelRegistry, host: str = "127.0.0.1", grpc_port: int = 8500,
                  rest_port: int = 8501, max_request_bytes: int = 64 << 20, threads: int = 8,
-                 tls: TlsConfig | None = None, grace_seconds: float = 30.0):
+                 tls=None, grace_seconds: float = 30.0):
+        """`tls`: an SSLConfig message (read_ssl_config) for gRPC TLS, or None."""
+        if not grpc_port:
+            # server.cc Server::BuildAndStart; there is no --grpc_socket_path here.
+            raise ValueError("At least one of server_options.grpc_port or server_options.grpc_socket_path "
+                             "must be set.")
         self.registry = registry
         self.host = host
         self.grpc_port = grpc_port
@@ -67,12 +57,15 @@ class LocalServer:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
 
     def start(self) -> "LocalServer":
-        self.registry.start()
-        if self.grpc_port is not None and self.grpc_port >= 0:
-            credentials = self.tls.grpc_credentials() if self.tls else None
-            self._grpc, self.grpc_port = build_grpc_server(self.registry, f"{self.host}:{self.grpc_port}",
-                                                           self.max_request_bytes, self.threads, credentials)
-            self._grpc.start()
+        self.registry.start()  # raises StartupError when a model cannot be served
+        credentials = grpc_credentials(self.tls) if self.tls else None
+        self._grpc, self.grpc_port = build_grpc_server(self.registry, f"{self.host}:{self.grpc_port}",
+                                                       self.max_request_bytes, self.threads, credentials)
+        self._grpc.start()
+        if self.rest_port == self.grpc_port:  # server.cc: logged, and REST is skipped
+            log.error("server_options.http_port cannot be same as grpc_port. Please use a different port for "
+                      "HTTP/REST API. Skipped exporting HTTP/REST API.")
+            self.rest_port = 0
         if self.rest_port:  # 0 disables REST, as --rest_api_port=0 does in TF Serving
             self._start_rest()
         log.info("serving %s: gRPC on %s:%s, REST on %s", ", ".join(self.registry.model_names()), self.host,

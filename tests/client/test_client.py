@@ -90,7 +90,7 @@ def test_server_errors_carry_the_status_and_message(server):
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
 def test_retries_until_the_server_is_up(model_base, cat_jpeg, transport):
     grpc_port, rest_port = free_port(), free_port()
-    options = dict(retries=8, backoff_seconds=0.25, timeout=10)
+    options = dict(retries=12, backoff_seconds=0.25, timeout=10)  # loading takes seconds on a busy machine
     if transport == "grpc":
         client = ModelClient.grpc(f"127.0.0.1:{grpc_port}", "pets", **options)
     else:
@@ -134,13 +134,14 @@ def certificates(tmp_path):
     return key, cert
 
 
-def test_grpc_over_tls_with_a_certificate_made_in_the_test(model_base, certificates, cat_jpeg):
-    from serving.server import TlsConfig
+def test_grpc_over_tls_with_a_certificate_made_in_the_test(model_base, certificates, cat_jpeg, tmp_path):
+    from serving.server import read_ssl_config
 
     key, cert = certificates
     escaped = lambda path: path.read_text().replace("\n", "\\n")  # as in TF Serving's ssl_config_file
-    tls = TlsConfig.parse(f'server_key: "{escaped(key)}"\nserver_cert: "{escaped(cert)}"\n')
-    server = start_local_server(model_base, tls=tls)
+    config = tmp_path / "ssl.config"
+    config.write_text(f'server_key: "{escaped(key)}"\nserver_cert: "{escaped(cert)}"\n')
+    server = start_local_server(model_base, tls=read_ssl_config(str(config)))
     try:
         with ModelClient.grpc(f"127.0.0.1:{server.grpc_port}", "pets", tls_ca=str(cert),
                               tls_server_name="localhost") as c:

@@ -1,11 +1,32 @@
 """Each contract test runs against every (server, transport) pair: the local server always,
 TF Serving in Docker when an engine is reachable (tests/docker/docker-compose.yml)."""
 import os
+import subprocess
 
 import pytest
 
-from tests.conftest import start_local_server
+from tests.conftest import docker_engine_reason, start_local_server
 from tests.contract.api import GrpcApi, RestApi
+
+TF_SERVING_IMAGE = "tensorflow/serving:2.20.0"  # Dockerfile.serve's base; never pulled by a test run
+
+
+def tf_serving_reason() -> str | None:
+    """None when TF Serving can run here: an engine, the compose plugin, and the image already
+    present (it cannot be pulled during tests); otherwise why the TF Serving variants skip."""
+    reason = docker_engine_reason()
+    if reason:
+        return f"needs a Docker engine: {reason}"
+    for command, missing in ((["docker", "compose", "version"], "no `docker compose` plugin"),
+                             (["docker", "image", "inspect", TF_SERVING_IMAGE], f"no local {TF_SERVING_IMAGE} image")):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"{missing} ({err})"
+        if result.returncode != 0:
+            first = (result.stderr.strip() or result.stdout.strip() or "no answer").splitlines()[0]
+            return f"{missing} ({first})"
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +38,9 @@ def local_endpoints(model_base):
 
 @pytest.fixture(scope="session")
 def tf_serving_endpoints(request, model_base):
-    request.getfixturevalue("docker_required")
+    reason = tf_serving_reason()
+    if reason:
+        pytest.skip(f"TF Serving variant: {reason}")
     os.environ["CONTRACT_MODEL_BASE"] = str(model_base)
     services = request.getfixturevalue("docker_services")
     grpc_port = services.port_for("tf-serving", 8500)

@@ -55,7 +55,7 @@ def test_the_shipped_models_configs_parse_with_tf_servings_protos():
 
 
 def test_the_shipped_batching_and_monitoring_configs_parse_with_tf_servings_protos():
-    from tests.serving.tf_serving_config_protos import BatchingParameters, MonitoringConfig
+    from serving.config_protos import BatchingParameters, MonitoringConfig
 
     with open(os.path.join(CONFIG_DIR, "batching_parameters.txt")) as f:
         batching = text_format.Parse(f.read(), BatchingParameters())
@@ -115,7 +115,7 @@ def test_a_new_version_is_served_within_the_poll_interval_while_requests_keep_su
     from tensorflow_serving.apis import predict_pb2
     import tensorflow as tf
 
-    from serving.predict import predict
+    from serving.handlers import predict
 
     base = tmp_path / "models"
     shutil.copytree(model_base / "pets" / "1", base / "pets" / "1")
