@@ -14,9 +14,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import REPO
-
-PIN = (REPO / "TF_SERVING_VERSION").read_text().strip()
-RELEASE_LINE = ".".join(PIN.split(".")[:2])  # 2.20.0 -> 2.20: patch releases are compatible
+from tests.deploy.pins import RELEASE_LINE
+from tests.deploy.pins import TF_SERVING_VERSION as PIN
 
 
 def dockerfile_arg(name: str, dockerfile: str) -> str | None:
