@@ -4,19 +4,26 @@
     predict --rest http://localhost:8501 --model cats_vs_dogs --jsonl photos/ > results.jsonl
     predict status   --grpc localhost:8500 --model cats_vs_dogs
     predict metadata --rest http://localhost:8501 --model cats_vs_dogs
+    predict evaluate photos/ --grpc localhost:8500 --model cats_vs_dogs --label canary --min-accuracy 0.9
+    predict compare  photos/ --grpc localhost:8500 --model cats_vs_dogs --label stable --against canary
 
 Exit status: 0 if every image was classified, 1 if any failed, 2 if the call itself failed.
+evaluate: 1 if the accuracy is below --min-accuracy; compare: 1 if --require-not-worse and the
+candidate is worse; 2 if the evaluation could not run (the folder, the model's classes, the server).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 from collections import Counter
 
 from client.api import ModelClient, expand_paths
+from client.evaluation.compare import ALPHA
+from client.evaluation.folder import EvaluationError
 from client.results import Prediction, ServerError
 
 
@@ -38,26 +45,72 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=("gzip", "deflate"), help="gRPC message compression")
 
 
+def _batching_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signature", help="signature name (default serving_default)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per request (default 16)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+
+
+def _evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR", help="labelled photos: one sub-folder per class, as for train-job")
+    _connection_arguments(parser)
+    _batching_arguments(parser)
+    parser.add_argument("--output", metavar="DIR",
+                        help="folder for report.json, the figures and predictions.jsonl "
+                             "(default: a new folder named for the model, version and time)")
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict evaluate",
+        description="Classify every photo of a labelled folder through the server and report accuracy (95% "
+                    "Wilson interval), per-class precision/recall/F1, the confusion matrix and the calibration "
+                    "error; images the server refuses are listed apart.")
+    _evaluation_arguments(parser)
+    parser.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 if the accuracy is below X")
+    return parser
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict compare",
+        description="Classify a labelled folder with two versions of a model (the baseline: --version/--label, "
+                    "default the latest; the candidate: --against/--against-version) and compare them: "
+                    "agreement, accuracy of each and McNemar's exact test on the images only one got right.")
+    _evaluation_arguments(parser)
+    against = parser.add_mutually_exclusive_group(required=True)
+    against.add_argument("--against", metavar="LABEL", help="the candidate's version label, e.g. canary")
+    against.add_argument("--against-version", type=int, metavar="N", help="the candidate's version number")
+    parser.add_argument("--require-not-worse", action="store_true",
+                        help="exit 1 if the candidate is significantly less accurate or refuses images the "
+                             "baseline answers")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default {ALPHA})")
+    return parser
+
+
 def build_parser(command: str) -> argparse.ArgumentParser:
     if command in ("status", "metadata"):
         parser = argparse.ArgumentParser(prog=f"predict {command}",
                                          description=f"Show the model's {command} as the server reports it.")
         _connection_arguments(parser)
         return parser
+    if command == "evaluate":
+        return _evaluate_parser()
+    if command == "compare":
+        return _compare_parser()
     parser = argparse.ArgumentParser(prog="predict", description=__doc__.split("\n\n")[0],
-                                     epilog="Subcommands: predict status ..., predict metadata ...",
+                                     epilog="Subcommands: predict status|metadata|evaluate|compare ... "
+                                            "(predict SUBCOMMAND --help)",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _connection_arguments(parser)
     parser.add_argument("paths", nargs="+", help="image files and directories (searched recursively)")
-    parser.add_argument("--signature", help="signature name (default serving_default)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per request (default 16)")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    _batching_arguments(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON array of results")
     output.add_argument("--jsonl", action="store_true", help="one JSON object per line per image")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
     return parser
 
 
@@ -82,17 +135,22 @@ def _print_table(results: list[Prediction], out) -> None:
             print(f"{source:<{width}}  {'ERROR':<12} {'':>6}  {'':>7}  {r.error}", file=out)
 
 
+def _progress_bar(args, total: int, description: str):
+    """A tqdm bar on stderr (--progress / --no-progress; by default when stderr is a terminal)."""
+    show = args.progress if args.progress is not None else (total > 1 and sys.stderr.isatty())
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, desc=description)
+
+
 def classify(args) -> int:
     paths = expand_paths(args.paths)
     if not paths:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
-    show_progress = args.progress if args.progress is not None else (len(paths) > 1 and sys.stderr.isatty())
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(paths), unit="img", file=sys.stderr, desc="classifying")
+    bar = _progress_bar(args, len(paths), "classifying")
     started = [time.perf_counter()]
     output_lock = threading.Lock()  # batches finish on several threads
 
@@ -143,10 +201,131 @@ def show(command: str, args) -> int:
     return 0
 
 
+# --- evaluate and compare -----------------------------------------------------------------
+
+def _target(args, version=None, label=None):
+    from client.evaluation.outputs import Target
+
+    return Target("grpc" if args.grpc else "rest", args.grpc or args.rest, args.model, version, label)
+
+
+def _candidate_args(args) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "version": args.against_version, "label": args.against})
+
+
+def _run_evaluation(args, total: int, run):
+    """Run `run(on_done)` with a progress bar; None (after one error line) if it failed."""
+    bar = _progress_bar(args, total, args.command)
+    lock = threading.Lock()
+
+    def done(batch):
+        if bar:
+            with lock:
+                bar.update(len(batch))
+
+    try:
+        return run(done)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+    except ServerError as err:
+        print(f"error: {err.code}: {err.message}", file=sys.stderr)
+    finally:
+        if bar:
+            bar.close()
+    return None
+
+
+def _write_outputs(write, directory: str) -> bool:
+    try:
+        files = write(directory)
+    except (EvaluationError, OSError) as err:
+        print(f"error: cannot write the outputs: {err}", file=sys.stderr)
+        return False
+    print(f"wrote {os.path.join(directory, '')}: {', '.join(files)}", file=sys.stderr)
+    return True
+
+
+def evaluate_command(args) -> int:
+    from client.evaluation import evaluate
+    from client.evaluation.folder import read_labelled_folder
+    from client.evaluation.outputs import prepare_output_dir
+
+    try:
+        folder = read_labelled_folder(args.dir)
+        if args.output:
+            prepare_output_dir(args.output)  # refuse before classifying, not after
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    def run(done):
+        with _client(args, args.batch_size, args.concurrency) as client:
+            return evaluate.evaluate(client, folder, _target(args, args.version, args.label), args.signature, done)
+
+    evaluation = _run_evaluation(args, len(folder.files), run)
+    if evaluation is None:
+        return 2
+    document = evaluate.report(evaluation, args.min_accuracy)
+    print("\n".join(evaluate.summary(document, evaluate.title(evaluation))))
+    directory = args.output or evaluate.default_output_dir(evaluation)
+    if not _write_outputs(lambda d: evaluate.write(evaluation, document, d), directory):
+        return 2
+    gate = document.get("min_accuracy")
+    if gate and not gate["passed"]:
+        accuracy = document["accuracy"]["value"]
+        print(f"accuracy {'none' if accuracy is None else f'{accuracy:.4f}'} is below --min-accuracy "
+              f"{args.min_accuracy}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def compare_command(args) -> int:
+    from client.evaluation import compare
+    from client.evaluation.folder import read_labelled_folder
+    from client.evaluation.outputs import prepare_output_dir
+
+    try:
+        folder = read_labelled_folder(args.dir)
+        if args.output:
+            prepare_output_dir(args.output)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    candidate_args = _candidate_args(args)
+
+    def run(done):
+        with _client(args, args.batch_size, args.concurrency) as baseline, \
+                _client(candidate_args, args.batch_size, args.concurrency) as candidate:
+            return compare.compare(baseline, candidate, folder, _target(args, args.version, args.label),
+                                   _target(args, args.against_version, args.against), args.signature, done)
+
+    comparison = _run_evaluation(args, 2 * len(folder.files), run)
+    if comparison is None:
+        return 2
+    document = compare.report(comparison, args.alpha)
+    print("\n".join(compare.summary(document, comparison.baseline.target.describe(comparison.baseline.served.version),
+                                     comparison.candidate.target.describe(comparison.candidate.served.version))))
+    directory = args.output or compare.default_output_dir(comparison)
+    if not _write_outputs(lambda d: compare.write(comparison, document, d), directory):
+        return 2
+    if args.require_not_worse and document["verdict"]["candidate_worse"]:
+        print(f"the candidate is worse: {document['verdict']['text']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = ("status", "metadata", "evaluate", "compare")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("status", "metadata") else "classify"
+    command = argv[0] if argv and argv[0] in COMMANDS else "classify"
     args = build_parser(command).parse_args(argv[1:] if command != "classify" else argv)
+    args.command = command
+    if command == "evaluate":
+        return evaluate_command(args)
+    if command == "compare":
+        return compare_command(args)
     return classify(args) if command == "classify" else show(command, args)
 
 

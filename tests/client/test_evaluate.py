@@ -1,0 +1,250 @@
+"""`predict evaluate`: figures, refused images, the model's classes and exit codes, through a
+fake transport (fast, exact answers), then once end to end against the local server."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+import client.__main__ as cli
+from client import ModelClient
+from client.evaluation import evaluate
+from client.evaluation.classes import ModelClasses
+from client.evaluation.folder import EvaluationError, read_labelled_folder
+from client.evaluation.metrics import wilson_interval
+from client.evaluation.outputs import Target
+from client.results import Prediction, ServerError
+from tests.conftest import encode, synthetic_photo
+
+# The local server's message for a file that is not an image (the exported signature's check).
+NOT_AN_IMAGE = ("assertion failed: [image is not a JPEG, PNG, GIF or BMP file (unknown or corrupt header); "
+                "its first bytes:] [junk]")
+
+
+def metadata(name="pets", version=3, num_classes=2) -> dict:
+    tensor = lambda dtype, *dims: {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(d)} for d in dims]}}
+    return {"model_spec": {"name": name, "version": str(version), "signature_name": ""},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": {
+                "inputs": {"image_bytes": tensor("DT_STRING", -1)},
+                "outputs": {"probabilities": tensor("DT_FLOAT", -1, num_classes), "classes": tensor("DT_INT64", -1),
+                            "labels": tensor("DT_STRING", -1), "logits": tensor("DT_FLOAT", -1, num_classes)},
+                "method_name": "tensorflow/serving/predict"}}}}}
+
+
+class FakeTransport:
+    """Answers what each "image" says: b"<class index>:<probability of it>"; b"junk" is refused
+    as the server refuses a file that is not an image."""
+
+    name = "fake"
+
+    def __init__(self, labels=("cat", "dog"), version=3, meta=None):
+        self.labels, self.version = list(labels), version
+        self.meta = meta or metadata(version=version, num_classes=len(labels))
+        self.predict_calls, self.metadata_calls = 0, 0
+
+    def predict(self, images: list[bytes]):
+        self.predict_calls += 1
+        if any(not i[:1].isdigit() for i in images):
+            raise ServerError("INVALID_ARGUMENT", NOT_AN_IMAGE, 400)
+        classes = [int(i.split(b":")[0]) for i in images]
+        rows = []
+        for image, k in zip(images, classes):
+            p = float(image.split(b":")[1])
+            row = [(1 - p) / (len(self.labels) - 1)] * len(self.labels)
+            row[k] = p
+            rows.append(row)
+        return self.version, {"probabilities": np.array(rows), "classes": np.array(classes),
+                              "labels": [self.labels[k] for k in classes]}
+
+    def metadata(self):
+        self.metadata_calls += 1
+        return self.meta
+
+    def status(self):
+        return []
+
+    def close(self):
+        pass
+
+
+def make_folder(root, files: dict[str, list[bytes]]):
+    for name, payloads in files.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, payload in enumerate(payloads):
+            (root / name / f"{i:03d}.jpg").write_bytes(payload)
+    return root
+
+
+# cat: 2 right (0.9, 0.6), 1 wrong (answered dog at 0.8); dog: 2 right (0.7, 1.0) and a file that is not an image.
+SMALL = {"cat": [b"0:0.9", b"0:0.6", b"1:0.8"], "dog": [b"1:0.7", b"junk", b"1:1.0"]}
+
+
+def run(transport, folder, batch_size=1, concurrency=1, **target):
+    with ModelClient(transport, batch_size, concurrency) as client:
+        return evaluate.evaluate(client, read_labelled_folder(str(folder)), Target("grpc", "fake:1", "pets", **target))
+
+
+def test_report_has_the_hand_computed_figures_and_counts_refused_images_apart(tmp_path):
+    evaluation = run(FakeTransport(), make_folder(tmp_path / "photos", SMALL))
+    report = evaluate.report(evaluation)
+    assert (report["images"], report["answered"], report["refused"]["count"]) == (6, 5, 1)
+    refused = report["refused"]["images"][0]
+    assert refused["source"].endswith("dog/001.jpg") and refused["true"] == "dog"
+    assert "not a JPEG" in refused["error"]
+    accuracy = report["accuracy"]
+    assert (accuracy["correct"], accuracy["total"], accuracy["value"]) == (4, 5, 0.8)  # the refused one is not wrong
+    assert accuracy["interval_95"] == pytest.approx(wilson_interval(4, 5))
+    assert report["confusion_matrix"]["classes"] == ["cat", "dog"]
+    assert report["confusion_matrix"]["counts"] == [[2, 1], [0, 2]]
+    assert report["per_class"]["cat"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
+                                          "support": 3, "predicted": 2}
+    assert report["per_class"]["dog"]["precision"] == pytest.approx(2 / 3)
+    # bins: 0.6 right, 0.7 right, 0.8 wrong, 0.9 right, 1.0 right
+    assert report["calibration"]["ece"] == pytest.approx((0.4 + 0.3 + 0.8 + 0.1 + 0.0) / 5)
+    assert report["model"]["version"] == 3 and report["model"]["classes"] == ["cat", "dog"]
+    assert report["versions_answered"] == {"3": 5}
+    assert report["data"]["images_per_class"] == {"cat": 3, "dog": 3}
+    assert [r.source[-11:] for r in evaluation.mistakes()] == ["cat/002.jpg"]
+
+
+def test_outputs_are_written_and_an_earlier_report_is_never_overwritten(tmp_path):
+    evaluation = run(FakeTransport(), make_folder(tmp_path / "photos", SMALL))
+    report = evaluate.report(evaluation)
+    out = tmp_path / "out"
+    files = evaluate.write(evaluation, report, str(out))
+    assert sorted(files) == sorted(["report.json", "confusion.png", "reliability.png", "mistakes.png",
+                                    "predictions.jsonl"])
+    for png in ("confusion.png", "reliability.png", "mistakes.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "report.json").read_text())["accuracy"]["value"] == 0.8
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [True, True, False, True, None, True]
+    assert rows[4]["error"].startswith("INVALID_ARGUMENT")
+    with pytest.raises(EvaluationError, match="already holds a report.json"):
+        evaluate.write(evaluation, report, str(out))
+
+
+def test_a_folder_class_the_model_does_not_know_stops_the_run_after_the_first_round(tmp_path):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] * 40, "cow": [b"1:0.9"] * 40})
+    transport = FakeTransport()
+    with pytest.raises(EvaluationError, match="cow.*not among the model's classes \\(cat, dog\\)"):
+        run(transport, folder, batch_size=4, concurrency=2)
+    assert transport.predict_calls == 2  # one round of concurrent batches (8 of 80 images), then it stopped
+
+
+def test_more_folder_classes_than_the_model_outputs_is_an_error_before_any_prediction(tmp_path):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"], "dog": [b"1:0.9"], "emu": [b"1:0.9"]})
+    transport = FakeTransport()
+    with pytest.raises(EvaluationError, match="3 classes .* the model outputs 2"):
+        run(transport, folder)
+    assert transport.predict_calls == 0
+
+
+def test_a_class_the_model_never_answers_stays_unconfirmed_and_counts_as_wrong(tmp_path):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] * 3, "dog": [b"0:0.6"] * 2})
+    report = evaluate.report(run(FakeTransport(), folder))
+    assert report["data"]["unconfirmed_classes"] == ["dog"]
+    assert report["accuracy"]["value"] == 0.6 and report["per_class"]["dog"]["recall"] == 0.0
+    assert report["confusion_matrix"]["classes"] == ["cat", "dog"]
+
+
+def test_labels_that_change_during_the_run_are_an_error():
+    classes = ModelClasses(2)
+    classes.learn([Prediction("a", "cat", 0, [0.9, 0.1])])
+    with pytest.raises(EvaluationError, match="class 0 both as 'cat' and as 'kitten'"):
+        classes.learn([Prediction("b", "kitten", 0, [0.9, 0.1])])
+
+
+@pytest.mark.parametrize("layout, message", [({}, "at least 2 classes; found 0"),
+                                             ({"cat": [b"0:0.9"]}, "at least 2 classes; found 1 \\(cat\\)"),
+                                             ({"cat": [b"0:0.9"], "dog": []}, "no files in .*: dog")])
+def test_an_empty_or_one_class_folder_is_a_clear_error(tmp_path, layout, message):
+    root = tmp_path / "photos"
+    root.mkdir()
+    make_folder(root, layout)
+    with pytest.raises(EvaluationError, match=message):
+        read_labelled_folder(str(root))
+
+
+# --- the command line ----------------------------------------------------------------------
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """Every ModelClient the CLI makes talks to a FakeTransport (one per version or label)."""
+    transports = {}
+
+    def make(args, batch_size=16, concurrency=1):
+        key = args.label or args.version
+        transports.setdefault(key, FakeTransport())
+        return ModelClient(transports[key], batch_size, concurrency)
+
+    monkeypatch.setattr(cli, "_client", make)
+    return transports
+
+
+@pytest.mark.parametrize("minimum, code", [(0.8, 0), (0.81, 1)])
+def test_min_accuracy_sets_the_exit_status_and_prints_both_figures(tmp_path, capsys, fake_server, minimum, code):
+    folder = make_folder(tmp_path / "photos", SMALL)
+    out = tmp_path / "out"
+    argv = ["evaluate", str(folder), "--grpc", "fake:1", "--model", "pets", "--output", str(out),
+            "--min-accuracy", str(minimum)]
+    assert cli.main(argv) == code
+    stdout, stderr = capsys.readouterr()
+    assert "accuracy 0.8000 (4 of 5)" in stdout and "refused: " in stdout
+    assert ("accuracy 0.8000 is below --min-accuracy 0.81" in stderr) == bool(code)
+    assert json.loads((out / "report.json").read_text())["min_accuracy"] == {"required": minimum,
+                                                                          "passed": not code}
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, fake_server):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] * 4, "cow": [b"1:0.9"] * 4})
+    assert cli.main(["evaluate", str(folder), "--grpc", "fake:1", "--model", "pets"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: folder class(es) cow not among") and "\n" not in err
+    assert cli.main(["evaluate", str(tmp_path / "missing"), "--rest", "http://fake", "--model", "pets"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: not a directory: {tmp_path / 'missing'}"
+
+
+def test_default_output_folder_is_named_for_the_model_version_and_time(tmp_path, monkeypatch, fake_server):
+    monkeypatch.chdir(tmp_path)
+    folder = make_folder(tmp_path / "photos", SMALL)
+    assert cli.main(["evaluate", str(folder), "--grpc", "fake:1", "--model", "pets", "--label", "stable"]) == 0
+    made = [p.name for p in tmp_path.iterdir() if p.name.startswith("evaluation-")]
+    assert len(made) == 1 and made[0].startswith("evaluation-pets-stable-v3-")
+    assert (tmp_path / made[0] / "report.json").exists()
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def local_server(model_base):
+    from tests.conftest import start_local_server
+
+    server = start_local_server(model_base)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_evaluate_through_the_local_server(local_server, tmp_path, transport):
+    rng = random.Random(7)
+    folder = tmp_path / "photos"
+    for label, name in enumerate(("cat", "dog")):
+        (folder / name).mkdir(parents=True)
+        for i in range(6):
+            (folder / name / f"{i}.jpg").write_bytes(encode(synthetic_photo(label, rng, size=(40, 40))))
+    (folder / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    address = (["--grpc", f"127.0.0.1:{local_server.grpc_port}"] if transport == "grpc"
+               else ["--rest", f"http://127.0.0.1:{local_server.rest_port}"])
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", str(folder), *address, "--model", "pets", "--batch-size", "4",
+                     "--output", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["images"], report["answered"], report["refused"]["count"]) == (13, 12, 1)
+    assert report["refused"]["images"][0]["source"].endswith("broken.jpg")
+    assert report["model"]["version"] == 1 and report["model"]["num_classes"] == 2
+    assert report["model"]["signature"]["inputs"] == {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}}
+    assert sum(sum(row) for row in report["confusion_matrix"]["counts"]) == 12
+    assert report["server"] == {"transport": transport, "address": address[1]}
