@@ -7,6 +7,7 @@ The SDK is not a dev dependency: it requires protobuf<7 and psutil<6, which woul
 protobuf TensorFlow and the serving API run on (see the README).
 """
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -71,21 +72,22 @@ def test_kserve_kustomization_lists_every_manifest():
 # --- against the kserve SDK, where it is installed ----------------------------------------------
 
 PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object,
-              "datetime": str, "date": str}
+              "datetime": str, "date": str, "ResourceQuantity": (str, int, float)}
+LIST = re.compile(r"^[Ll]ist\[(.+)\]$")  # the generators spell list[T], List[T]
+DICT = re.compile(r"^(?:dict\(|Dict\[)str, (.+)[)\]]$")  # and dict(str, T), Dict[str, T]
 
 
 def sdk_errors(value, type_name: str, where: str) -> list[str]:
     """What in `value` the SDK's generated model `type_name` does not define: unknown fields,
     values of the wrong type, missing required fields (the models' own client-side validation)."""
-    if type_name.startswith("list["):
+    if match := LIST.match(type_name):
         if not isinstance(value, list):
             return [f"{where}: expected a list"]
-        return [e for i, item in enumerate(value) for e in sdk_errors(item, type_name[5:-1], f"{where}[{i}]")]
-    if type_name.startswith("dict("):
+        return [e for i, item in enumerate(value) for e in sdk_errors(item, match.group(1), f"{where}[{i}]")]
+    if match := DICT.match(type_name):
         if not isinstance(value, dict):
             return [f"{where}: expected a mapping"]
-        inner = type_name[type_name.index(",") + 1:-1].strip()
-        return [e for key, item in value.items() for e in sdk_errors(item, inner, f"{where}.{key}")]
+        return [e for key, item in value.items() for e in sdk_errors(item, match.group(1), f"{where}.{key}")]
     if type_name in PRIMITIVES:
         return [] if isinstance(value, PRIMITIVES[type_name]) else [f"{where}: expected {type_name}, got {value!r}"]
     model = sdk_model(type_name)
