@@ -96,7 +96,9 @@ def report(comparison: Comparison, alpha: float = ALPHA) -> dict:
 
 
 def _name(evaluation: Evaluation) -> str:
-    return evaluation.target.label or f"v{evaluation.served.version}"
+    """E.g. "stable (v1)" or "v2": short enough for a caption."""
+    version = f"v{evaluation.served.version}"
+    return f"{evaluation.target.label} ({version})" if evaluation.target.label else version
 
 
 def write(comparison: Comparison, document: dict, directory: str) -> list[str]:

@@ -160,6 +160,8 @@ def summary(document: dict, heading: str) -> list[str]:
     if document["data"]["unconfirmed_classes"]:
         lines.append(f"warning: the model never answered {', '.join(document['data']['unconfirmed_classes'])}: "
                      "cannot confirm it knows these classes; their images count as mistakes")
-    if len(document["versions_answered"]) > 1:
-        lines.append(f"warning: several versions answered: {document['versions_answered']}")
+    answered_by = set(document["versions_answered"]) - {"unreported"}
+    if answered_by - {str(document["model"]["version"])}:
+        lines.append(f"warning: the server reported version {document['model']['version']} but answers came from "
+                     f"versions {', '.join(f'{v} ({n})' for v, n in document['versions_answered'].items())}")
     return lines

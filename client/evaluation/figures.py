@@ -49,7 +49,7 @@ def reliability_png(calibration: dict, path: str, title: str) -> str:
             color="tab:blue", label="accuracy")
     confident = [b for b in bins if b["count"]]
     top.scatter([b["confidence"] for b in confident], [b["accuracy"] for b in confident], color="tab:red",
-                zorder=3, label="mean confidence")
+                zorder=3, label="(mean confidence, accuracy)")
     top.set_ylabel("accuracy")
     top.set_ylim(0, 1)
     ece = calibration["ece"]

@@ -248,3 +248,11 @@ def test_evaluate_through_the_local_server(local_server, tmp_path, transport):
     assert report["model"]["signature"]["inputs"] == {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}}
     assert sum(sum(row) for row in report["confusion_matrix"]["counts"]) == 12
     assert report["server"] == {"transport": transport, "address": address[1]}
+
+
+def test_answers_from_another_version_than_the_one_reported_are_flagged(tmp_path):
+    transport = FakeTransport(version=4, meta=metadata(version=3))  # e.g. a label moved during the run
+    report = evaluate.report(run(transport, make_folder(tmp_path / "photos", SMALL)))
+    assert report["model"]["version"] == 3 and report["versions_answered"] == {"4": 5}
+    assert any(line.startswith("warning: the server reported version 3 but answers came from versions 4 (5)")
+               for line in evaluate.summary(report, "pets"))
