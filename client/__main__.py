@@ -245,8 +245,8 @@ def _write_outputs(write, directory: str) -> bool:
     return True
 
 
-def evaluate_command(args) -> int:
-    from client.evaluation import evaluate
+def _labelled_folder(args):
+    """The folder to evaluate, once --output is known to be free; None after an error line."""
     from client.evaluation.folder import read_labelled_folder
     from client.evaluation.outputs import prepare_output_dir
 
@@ -256,6 +256,15 @@ def evaluate_command(args) -> int:
             prepare_output_dir(args.output)  # refuse before classifying, not after
     except EvaluationError as err:
         print(f"error: {err}", file=sys.stderr)
+        return None
+    return folder
+
+
+def evaluate_command(args) -> int:
+    from client.evaluation import evaluate
+
+    folder = _labelled_folder(args)
+    if folder is None:
         return 2
 
     def run(done):
@@ -281,15 +290,9 @@ def evaluate_command(args) -> int:
 
 def compare_command(args) -> int:
     from client.evaluation import compare
-    from client.evaluation.folder import read_labelled_folder
-    from client.evaluation.outputs import prepare_output_dir
 
-    try:
-        folder = read_labelled_folder(args.dir)
-        if args.output:
-            prepare_output_dir(args.output)
-    except EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
+    folder = _labelled_folder(args)
+    if folder is None:
         return 2
     candidate_args = _candidate_args(args)
 

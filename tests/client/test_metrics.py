@@ -70,3 +70,15 @@ def test_mcnemar_exact_is_a_two_sided_binomial_test_of_the_disagreements():
     # 2,000 disagreements: exact integers, then one division, stay finite
     assert 0 < metrics.mcnemar_exact(900, 1100) < 1e-5
     assert math.isclose(metrics.mcnemar_exact(1000, 999), 1.0)
+
+
+def test_the_statistics_and_the_evaluation_cli_import_neither_tensorflow_nor_the_training_code():
+    import subprocess
+    import sys
+
+    probe = ("import sys, client.evaluation.metrics; heavy = {'tensorflow', 'matplotlib'} & set(sys.modules); "
+             "assert not heavy, heavy; import client.__main__, client.evaluation.evaluate, client.evaluation.compare; "
+             "bad = [m for m in sys.modules if m.split('.')[0] in ('training', 'tensorflow', 'matplotlib')]; "
+             "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
