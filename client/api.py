@@ -1,9 +1,11 @@
 """One interface over both transports: classify image files or bytes, in batches.
 
 Each image is sent exactly as it is: no decoding or resizing here, the model does it.
-A batch that the server refuses as INVALID_ARGUMENT (TF Serving fails a whole batch when
-one image is undecodable) is split in halves and resent, down to single images, so every
-good image still gets its answer and each bad one gets its own error message.
+A batch that the server refuses because of one image's content (TF Serving fails a whole
+batch when one image is undecodable) is split in halves and resent, down to single images,
+so every good image still gets its answer and each bad one gets its own error message.
+Any other refusal (a batch larger than the server's max_batch_size, an unknown signature,
+a wrong input) fails once with the server's message: splitting would only repeat it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from client.results import Prediction, ServerError, VersionStatus
 from model_api import signature as sig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Images per request: within serving/config/batching_parameters.txt's max_batch_size (32), and
+# one of its allowed_batch_sizes, so a full request is never padded.
+DEFAULT_BATCH_SIZE = 16
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
@@ -36,19 +41,19 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 
 
 class ModelClient:
-    def __init__(self, transport, batch_size: int = 16, concurrency: int = 1):
+    def __init__(self, transport, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1):
         self.transport = transport
         self.batch_size = max(1, batch_size)
         self.concurrency = max(1, concurrency)
 
     @classmethod
-    def grpc(cls, target: str, model: str, batch_size: int = 16, concurrency: int = 1, **options) -> "ModelClient":
+    def grpc(cls, target: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1, **options) -> "ModelClient":
         from client.transport_grpc import GrpcTransport
 
         return cls(GrpcTransport(target, CallOptions(model=model, **options)), batch_size, concurrency)
 
     @classmethod
-    def rest(cls, base_url: str, model: str, batch_size: int = 16, concurrency: int = 1, **options) -> "ModelClient":
+    def rest(cls, base_url: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1, **options) -> "ModelClient":
         from client.transport_rest import RestTransport
 
         return cls(RestTransport(base_url, CallOptions(model=model, **options)), batch_size, concurrency)
@@ -106,7 +111,7 @@ class ModelClient:
         try:
             version, outputs = self.transport.predict([data for _, data in batch])
         except ServerError as err:
-            if not err.is_bad_input:
+            if not err.is_image_error:
                 raise
             if len(batch) == 1:
                 return [Prediction(source=batch[0][0], error=f"{err.code}: {err.message}")]

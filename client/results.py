@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from model_api.status import is_image_error
+
 
 class ServerError(Exception):
     """A call failed: `code` is the gRPC status name (REST statuses are mapped to one),
@@ -15,9 +17,13 @@ class ServerError(Exception):
         self.http_status = http_status
 
     @property
-    def is_bad_input(self) -> bool:
-        """The request's content was refused (e.g. an undecodable image), not the call itself."""
-        return self.code == "INVALID_ARGUMENT"
+    def is_image_error(self) -> bool:
+        """The server refused one image's content (undecodable, empty, too large), so splitting
+        the batch finds it. Request-level refusals (a batch over the server's max_batch_size,
+        an unknown signature, a wrong input name or dtype) are not: resending parts of the
+        batch would only repeat them. Decided from the message (model_api/status.py), since
+        TF Serving's REST errors carry no code and share HTTP 400 across several."""
+        return self.code == "INVALID_ARGUMENT" and is_image_error(self.message)
 
 
 @dataclass

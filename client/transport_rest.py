@@ -69,7 +69,7 @@ class RestTransport:
                 message = response.json().get("error", response.text)
             except ValueError:
                 message = response.text
-            raise ServerError(code_for_http_status(response.status_code), message, response.status_code)
+            raise ServerError(code_for_http_status(response.status_code, message), message, response.status_code)
 
         return with_retries(attempt, self.options,
                             retryable=lambda err: err.http_status in RETRYABLE_HTTP if err.http_status

@@ -4,6 +4,8 @@ HTTP_STATUS_FOR_CODE mirrors ToHTTPStatusCode in tensorflow_serving/model_server
 """
 from __future__ import annotations
 
+import re
+
 # Canonical codes by number: tensorflow/core/protobuf/error_codes.proto, the same numbering as gRPC.
 CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
@@ -36,6 +38,19 @@ HTTP_STATUS_FOR_CODE = {
 # without padding), server_core.cc (a label for an unavailable version).
 _FAILED_PRECONDITION_MESSAGES = ("Serving signature key", "padding is turned off",
                                  "not currently available for inference")
+
+
+# How the exported signature says that one image is bad: training/preprocess.py's checks all
+# start "image is" (empty, not a JPEG/PNG/GIF/BMP, truncated, too large), and TF's decode
+# kernels name the format ("Invalid JPEG data", "Invalid PNG", "Invalid GIF data") or the
+# channels they found. No request-level refusal (batch size, signature, input name, dtype,
+# JSON) says either, so a client can tell the two apart from the message alone.
+_IMAGE_ERROR = re.compile(r"\bimage is \b|\b(JPEG|PNG|GIF|BMP)\b|channels inherent in the image")
+
+
+def is_image_error(message: str) -> bool:
+    """True if an INVALID_ARGUMENT message is about one image's content (not the request)."""
+    return bool(_IMAGE_ERROR.search(message))
 
 
 def code_name(number: int) -> str:

@@ -1,0 +1,126 @@
+"""Server-side batching: TF Serving's queue rules, padding and errors, on a stand-in model."""
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batching import BatchingOptions, BatchScheduler
+from serving.config_protos import BatchingParameters, parse_text_file
+from serving.errors import ServingError
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "serving", "config")
+
+
+class Recorder:
+    """A stand-in Session: doubles its input and records the batch sizes it ran."""
+
+    def __init__(self, delay=0.0, fail=False):
+        self.sizes, self.delay, self.fail = [], delay, fail
+
+    def __call__(self, inputs):
+        self.sizes.append(len(inputs["x"]))
+        time.sleep(self.delay)
+        if self.fail:
+            raise ValueError("the whole batch failed")
+        return {"y": inputs["x"] * 2, "n": np.arange(len(inputs["x"]))}
+
+
+@pytest.fixture
+def scheduler_for():
+    made = []
+
+    def make(**options):
+        scheduler = BatchScheduler(BatchingOptions(**options))
+        made.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.stop()
+
+
+def submit_together(queue, requests):
+    results, errors = [None] * len(requests), [None] * len(requests)
+
+    def one(i):
+        try:
+            results[i] = queue.submit({"x": requests[i]})
+        except Exception as err:  # noqa: BLE001
+            errors[i] = err
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_a_task_over_max_batch_size_gets_tf_servings_invalid_argument(scheduler_for):
+    queue = scheduler_for(max_batch_size=32).add_queue(Recorder())
+    with pytest.raises(ServingError) as info:
+        queue.submit({"x": np.zeros(33)})
+    assert info.value.code.name == "INVALID_ARGUMENT"
+    assert info.value.message == "Task size 33 is larger than maximum input batch size 32"
+    assert queue.submit({"x": np.ones(32)})["y"].shape == (32,)
+
+
+def test_concurrent_requests_share_a_padded_batch_and_each_gets_its_own_rows(scheduler_for):
+    recorder = Recorder()
+    queue = scheduler_for(max_batch_size=8, batch_timeout_micros=1_000_000, num_batch_threads=1,
+                          allowed_batch_sizes=(4, 8)).add_queue(recorder)
+    requests = [np.full(size, float(i)) for i, size in enumerate([1, 2, 2])]
+    results, errors = submit_together(queue, requests)
+    assert errors == [None, None, None]
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], request * 2)
+        assert len(result["n"]) == len(request)
+    assert sum(recorder.sizes) in (8, 12) and all(size in (4, 8) for size in recorder.sizes)
+    assert recorder.sizes[0] == 8, "the three requests (5 rows) ran as one batch padded to 8"
+
+
+def test_a_full_queue_refuses_with_unavailable(scheduler_for):
+    queue = scheduler_for(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1).add_queue(
+        Recorder(delay=0.5))
+    results, errors = submit_together(queue, [np.ones(1)] * 4)
+    refused = [e for e in errors if e is not None]
+    assert refused and all(e.code.name == "UNAVAILABLE" and "queue" in e.message and "full" in e.message
+                           for e in refused)
+    assert any(r is not None for r in results)
+
+
+def test_a_failing_batch_fails_every_request_in_it(scheduler_for):
+    queue = scheduler_for(max_batch_size=8, batch_timeout_micros=1_000_000, num_batch_threads=1).add_queue(
+        Recorder(fail=True))
+    _, errors = submit_together(queue, [np.ones(1), np.ones(2)])
+    assert [str(e) for e in errors] == ["the whole batch failed"] * 2
+
+
+def test_inputs_of_different_shapes_cannot_share_a_batch_without_padding(scheduler_for):
+    queue = scheduler_for(max_batch_size=8, batch_timeout_micros=1_000_000, num_batch_threads=1).add_queue(Recorder())
+    _, errors = submit_together(queue, [np.ones((1, 2)), np.ones((1, 3))])  # both within the 1 s timeout
+    assert all(e.code.name == "FAILED_PRECONDITION" and "padding is turned off" in e.message for e in errors)
+
+
+def test_the_shipped_batching_parameters_become_these_options():
+    options = BatchingOptions.from_proto(parse_text_file(os.path.join(CONFIG_DIR, "batching_parameters.txt"),
+                                                         BatchingParameters))
+    assert options == BatchingOptions(max_batch_size=32, batch_timeout_micros=5000, max_enqueued_batches=16,
+                                      num_batch_threads=2, allowed_batch_sizes=(4, 8, 16, 32))
+    assert [options.padded_size(n) for n in (1, 4, 5, 17, 32)] == [4, 4, 8, 32, 32]
+
+
+def test_defaults_are_tf_servings_and_bad_parameters_are_refused_in_one_line():
+    assert BatchingOptions.from_proto(BatchingParameters()).max_batch_size == 1000
+    with pytest.raises(ValueError, match="Last entry in allowed_batch_sizes must match max_batch_size; last "
+                                         "entry was 16; expected 32"):
+        BatchingOptions.from_proto(BatchingParameters(max_batch_size={"value": 32}, allowed_batch_sizes=[8, 16]))
+
+
+def test_unknown_fields_in_the_parameters_file_are_refused(tmp_path):
+    path = tmp_path / "batching.txt"
+    path.write_text("max_batch_size { value: 32 }\nmax_batch_sizes { value: 3 }\n")
+    with pytest.raises(ValueError, match="has no field named \"max_batch_sizes\""):
+        parse_text_file(str(path), BatchingParameters)

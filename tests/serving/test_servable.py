@@ -1,0 +1,105 @@
+"""The servable layer: TF Serving's loader, its error codes, and batching that changes no number."""
+import ast
+import pathlib
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from model_api.session_bundle import BundleError
+from serving.batching import BatchingOptions, BatchScheduler
+from serving.servable import Servable
+from tests.conftest import REPO, encode, synthetic_photo
+
+# TF's CPU kernels may round the last bits differently for another batch size (9e-6 seen on the
+# logits here), with or without this server; rows of the same batch are compared exactly below.
+ACROSS_BATCH_SIZES = 1e-5
+
+
+@pytest.mark.parametrize("content,code", [(None, "NOT_FOUND"), (b"not a SavedModel", "DATA_LOSS")])
+def test_a_load_failure_carries_the_loaders_own_code(tmp_path, content, code):
+    version = tmp_path / "1"
+    version.mkdir()
+    if content is not None:
+        (version / "saved_model.pb").write_bytes(content)
+    with pytest.raises(BundleError) as info:
+        Servable.load("pets", 1, str(version))
+    assert info.value.code == code
+
+
+def assert_same_outputs(got: dict, want: dict, atol: float) -> None:
+    assert sorted(got) == sorted(want)
+    for alias in want:
+        if want[alias].dtype == object:
+            assert list(got[alias]) == list(want[alias])
+        else:
+            np.testing.assert_allclose(got[alias], want[alias], rtol=0, atol=atol)
+
+
+def test_batched_requests_give_the_same_outputs_as_unbatched_ones(model_base):
+    rng = random.Random(7)
+    images = [encode(synthetic_photo(i % 2, rng)) for i in range(6)]
+    path = str(model_base / "pets" / "1")
+    plain = Servable.load("pets", 1, path)
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1,
+                                               allowed_batch_sizes=(4, 8)))
+    batched = Servable.load("pets", 1, path, scheduler)
+    try:
+        # One request of 6, padded to 8 with copies of its first image: exactly the plain run of those 8 rows.
+        padded = np.array(images + [images[0]] * 2, dtype=object)
+        want = {alias: value[:6] for alias, value in plain.run("serving_default", {"image_bytes": padded}).items()}
+        assert_same_outputs(batched.run("serving_default", {"image_bytes": np.array(images, dtype=object)}), want,
+                            atol=0)
+        expected = [plain.run("serving_default", {"image_bytes": np.array([image], dtype=object)})
+                    for image in images]
+        answers = [None] * len(images)
+
+        def one(i):
+            answers[i] = batched.run("serving_default", {"image_bytes": np.array([images[i]], dtype=object)})
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(images))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        batched.unload()
+        scheduler.stop()
+    for want, got in zip(expected, answers):
+        assert_same_outputs(got, want, atol=ACROSS_BATCH_SIZES)
+
+
+# --- layering: servable < registry < handlers < front ends -------------------------------------
+
+LAYERS = [
+    {"errors", "config_protos"},
+    {"batching"},
+    {"servable"},
+    {"predict_util"},
+    {"warmup"},
+    {"registry"},
+    {"handlers", "rest_json"},
+    {"grpc_server", "rest_server"},
+    {"server"},
+    {"__main__"},
+]
+
+
+def _serving_imports(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("serving"):
+            names |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("serving.")}
+    return names
+
+
+def test_serving_modules_only_import_lower_layers():
+    level = {module: i for i, layer in enumerate(LAYERS) for module in layer}
+    files = sorted(p for p in (REPO / "serving").glob("*.py") if p.stem != "__init__")
+    assert {p.stem for p in files} == set(level), "every serving module has a layer"
+    for path in files:
+        for imported in _serving_imports(path):
+            assert level[imported] < level[path.stem], f"serving/{path.name} imports higher layer {imported}"
