@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 
-from client.api import ModelClient, expand_paths
+from client.api import DEFAULT_BATCH_SIZE, ModelClient, expand_paths
 from client.evaluation.compare import ALPHA
 from client.evaluation.folder import EvaluationError
 from client.results import Prediction, ServerError
@@ -47,7 +47,9 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _batching_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signature", help="signature name (default serving_default)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per request (default 16)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"images per request (default {DEFAULT_BATCH_SIZE}, within the shipped TF Serving "
+                             "batching config's max_batch_size)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
@@ -114,7 +116,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _client(args, batch_size=16, concurrency=1) -> ModelClient:
+def _client(args, batch_size=DEFAULT_BATCH_SIZE, concurrency=1) -> ModelClient:
     options = dict(version=args.version, label=args.label, timeout=args.timeout, retries=args.retries,
                    wait_for_ready=args.wait_for_ready, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                    tls_key=args.tls_key, tls_server_name=args.tls_server_name, compression=args.compression,
