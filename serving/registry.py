@@ -156,9 +156,10 @@ class ModelRegistry:
                 waiting = [e for e in self._models.values() if not e.servables and not e.failed]
                 failed = [e for e in self._models.values() if not e.servables and e.failed]
             if failed:
-                details = ", ".join(f"{{{{name: {e.config.name} version: {v}}} due to error: "
-                                    f"{CODE_NAMES[e.statuses[v].error_code]}: {e.statuses[v].error_message}}}"
-                                    for e in failed for v in sorted(e.failed))
+                # ServerCore::WaitUntilModelsAvailable's message, braces and all.
+                details = "".join(f"{{{{name: {e.config.name} version: {v}}} due to error: "
+                                  f"{CODE_NAMES[e.statuses[v].error_code]}: {e.statuses[v].error_message}}}, "
+                                  for e in failed for v in sorted(e.failed))
                 raise StartupError(f"{len(failed)} model(s) did not become available: {{{details}}}")
             if not waiting:
                 return

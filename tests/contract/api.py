@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from model_api.status import http_status
+from model_api.status import code_for_http_status, code_name
 
 
 class ApiError(Exception):
@@ -32,8 +32,11 @@ def _spec(model, version=None, label=None, signature=None):
 class GrpcApi:
     name = "grpc"
 
-    def __init__(self, target: str):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None,
+                 server_name: str | None = None):
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        self.channel = (grpc.secure_channel(target, credentials, options=options) if credentials
+                        else grpc.insecure_channel(target))
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
@@ -58,7 +61,7 @@ class GrpcApi:
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=_spec(model, version))
         response = self._call(self.models.GetModelStatus, request)
         return [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-                 s.status.error_code) for s in response.model_version_status]
+                 code_name(s.status.error_code) if s.status.error_code else 0) for s in response.model_version_status]
 
     def signature_inputs(self, model="pets"):
         request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=_spec(model),
@@ -88,8 +91,7 @@ class RestApi:
     def _check(self, response):
         if response.status_code != 200:
             message = response.json().get("error", "")
-            code = next((name for name in ("NOT_FOUND", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
-                                           "INTERNAL") if http_status(name) == response.status_code), "UNKNOWN")
+            code = code_for_http_status(response.status_code, message)
             raise ApiError(code, message, http=response.status_code)
         return response.json()
 
