@@ -20,6 +20,7 @@ from client.evaluation.labelled import FolderAnswers, Labelled, classify_folder
 from client.results import Prediction
 
 MISTAKES_SHOWN = 16
+REFUSED_SHOWN = 20  # on the terminal; report.json lists them all
 
 
 @dataclass
@@ -155,8 +156,10 @@ def summary(document: dict, heading: str) -> list[str]:
     lines.extend(f"{c:<16}" + "".join(f" {n:>8}" for n in row) for c, row in zip(matrix["classes"], matrix["counts"]))
     lines.append(f"calibration error (ECE, {len(document['calibration']['bins'])} bins) "
                  f"{_fmt(document['calibration']['ece'])}")
-    for item in document["refused"]["images"]:
-        lines.append(f"refused: {item['source']}: {item['error']}")
+    refused = document["refused"]["images"]
+    lines.extend(f"refused: {item['source']}: {item['error']}" for item in refused[:REFUSED_SHOWN])
+    if len(refused) > REFUSED_SHOWN:
+        lines.append(f"refused: {len(refused) - REFUSED_SHOWN} more, listed in report.json")
     if document["data"]["unconfirmed_classes"]:
         lines.append(f"warning: the model never answered {', '.join(document['data']['unconfirmed_classes'])}: "
                      "cannot confirm it knows these classes; their images count as mistakes")

@@ -256,3 +256,12 @@ def test_answers_from_another_version_than_the_one_reported_are_flagged(tmp_path
     assert report["model"]["version"] == 3 and report["versions_answered"] == {"4": 5}
     assert any(line.startswith("warning: the server reported version 3 but answers came from versions 4 (5)")
                for line in evaluate.summary(report, "pets"))
+
+
+def test_many_refused_files_never_stop_the_run_and_the_terminal_shows_the_first_twenty(tmp_path):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] + [b"junk"] * 25, "dog": [b"1:0.9"]})
+    report = evaluate.report(run(FakeTransport(), folder, batch_size=8))
+    assert (report["answered"], report["refused"]["count"], report["accuracy"]["value"]) == (2, 25, 1.0)
+    lines = evaluate.summary(report, "pets")
+    assert sum(line.startswith("refused: ") for line in lines) == 21
+    assert lines[-1] == "refused: 5 more, listed in report.json"
