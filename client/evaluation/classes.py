@@ -107,6 +107,7 @@ class ModelClasses:
             return []
         unanswered = None if self.num_classes is None else self.num_classes - len(self.names)
         if self.complete or (final and unanswered is not None and len(unknown) > unanswered):
-            raise EvaluationError(f"folder class(es) {', '.join(unknown)} not among the model's classes "
-                                  f"({', '.join(self.labels)}{', …' if not self.complete else ''})")
+            known = (', '.join(self.labels) if self.complete else
+                     f"answers named only {', '.join(self.labels)}; {unanswered} of {self.num_classes} never answered")
+            raise EvaluationError(f"folder class(es) {', '.join(unknown)} not among the model's classes ({known})")
         return unknown if final else []

@@ -265,3 +265,10 @@ def test_many_refused_files_never_stop_the_run_and_the_terminal_shows_the_first_
     lines = evaluate.summary(report, "pets")
     assert sum(line.startswith("refused: ") for line in lines) == 21
     assert lines[-1] == "refused: 5 more, listed in report.json"
+
+
+def test_more_unknown_folder_classes_than_unanswered_indices_is_an_error_at_the_end(tmp_path):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] * 2, "cow": [b"1:0.9"] * 2, "yak": [b"1:0.8"]})
+    with pytest.raises(EvaluationError, match="cow, yak not among the model's classes "
+                                              "\\(answers named only cat, dog; 1 of 3 never answered\\)"):
+        run(FakeTransport(labels=("cat", "dog", "emu")), folder)
