@@ -6,5 +6,6 @@ classes.py   what the model's classes are, learned through TF Serving's public A
 labelled.py  classify a labelled folder through a ModelClient
 evaluate.py  one model version: figures, report.json, predictions.jsonl
 compare.py   two versions on the same images: agreement, McNemar's exact test
+outputs.py   what was asked of which server, the output folder, report.json and predictions.jsonl
 figures.py   the PNGs (matplotlib, Agg, imported only when writing them)
 """

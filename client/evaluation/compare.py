@@ -58,12 +58,16 @@ def verdict(only_baseline_right: int, only_candidate_right: int, refused_only_by
             alpha: float = ALPHA) -> dict:
     p = metrics.mcnemar_exact(only_baseline_right, only_candidate_right)
     significant = p < alpha
-    worse = (significant and only_baseline_right > only_candidate_right) or refused_only_by_candidate > 0
+    less_accurate = significant and only_baseline_right > only_candidate_right
+    worse = less_accurate or refused_only_by_candidate > 0
     better = significant and only_candidate_right > only_baseline_right and not worse
-    return {"p_value": p, "alpha": alpha, "candidate_worse": worse, "candidate_better": better,
-            "text": ("candidate refuses images the baseline answers" if refused_only_by_candidate
-                     else f"candidate significantly {'worse' if worse else 'better'} (p = {p:.4g} < {alpha})"
-                     if significant else f"no significant difference (p = {p:.4g} >= {alpha})")}
+    if refused_only_by_candidate:
+        text = f"candidate refuses {refused_only_by_candidate} image(s) the baseline answers"
+    elif significant:
+        text = f"candidate significantly {'worse' if less_accurate else 'better'} (p = {p:.4g} < {alpha})"
+    else:
+        text = f"no significant difference (p = {p:.4g} >= {alpha})"
+    return {"p_value": p, "alpha": alpha, "candidate_worse": worse, "candidate_better": better, "text": text}
 
 
 def report(comparison: Comparison, alpha: float = ALPHA) -> dict:

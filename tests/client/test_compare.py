@@ -85,6 +85,7 @@ def test_a_candidate_that_refuses_images_the_baseline_answers_is_worse(tmp_path)
     assert len(report["refused_only_by"]["candidate"]) == 1 and report["candidate"]["refused"] == 1
     assert report["both_answered"] == 29
     assert report["verdict"]["candidate_worse"]
+    assert report["verdict"]["text"] == "candidate refuses 1 image(s) the baseline answers"
 
 
 @pytest.fixture
