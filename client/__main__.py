@@ -205,13 +205,14 @@ def show(command: str, args) -> int:
 
 # --- evaluate and compare -----------------------------------------------------------------
 
-def _target(args, version=None, label=None):
+def _target(args):
     from client.evaluation.outputs import Target
 
-    return Target("grpc" if args.grpc else "rest", args.grpc or args.rest, args.model, version, label)
+    return Target("grpc" if args.grpc else "rest", args.grpc or args.rest, args.model, args.version, args.label)
 
 
 def _candidate_args(args) -> argparse.Namespace:
+    """compare's candidate: the same connection, --against/--against-version for the version."""
     return argparse.Namespace(**{**vars(args), "version": args.against_version, "label": args.against})
 
 
@@ -271,7 +272,7 @@ def evaluate_command(args) -> int:
 
     def run(done):
         with _client(args, args.batch_size, args.concurrency) as client:
-            return evaluate.evaluate(client, folder, _target(args, args.version, args.label), args.signature, done)
+            return evaluate.evaluate(client, folder, _target(args), args.signature, done)
 
     evaluation = _run_evaluation(args, len(folder.files), run)
     if evaluation is None:
@@ -301,8 +302,8 @@ def compare_command(args) -> int:
     def run(done):
         with _client(args, args.batch_size, args.concurrency) as baseline, \
                 _client(candidate_args, args.batch_size, args.concurrency) as candidate:
-            return compare.compare(baseline, candidate, folder, _target(args, args.version, args.label),
-                                   _target(args, args.against_version, args.against), args.signature, done)
+            return compare.compare(baseline, candidate, folder, _target(args), _target(candidate_args),
+                                   args.signature, done)
 
     comparison = _run_evaluation(args, 2 * len(folder.files), run)
     if comparison is None:
