@@ -10,34 +10,44 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import sys
 import time
 
 from training.config import TrainConfig, from_env_and_args
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path  # gs://, s3://, ram://... go through tf.io.gfile
+
+
 def _keep_caches_in(work_dir: str) -> None:
-    """Keras and matplotlib caches go under the work dir unless the user set them."""
-    os.environ.setdefault("KERAS_HOME", os.path.join(os.path.abspath(work_dir), "keras"))
-    os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(work_dir), "matplotlib"))
+    """Keras and matplotlib caches go under a local work dir unless the user set them."""
+    if _is_local(work_dir):
+        os.environ.setdefault("KERAS_HOME", os.path.join(os.path.abspath(work_dir), "keras"))
+        os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(work_dir), "matplotlib"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run(config: TrainConfig) -> dict:
     import keras
-    import numpy as np
+    import tensorflow as tf
 
+    from training import checkpoints, phases, plans, report
     from training import data as data_lib
     from training import model as model_lib
-    from training import phases, report
     from training.distribute import make_runtime
     from training.progress import say
 
-    runtime = make_runtime()
+    runtime = make_runtime(config.batch_size)
     # Non-chief workers write everything (checkpoints included) into their own scratch folder.
     config = dataclasses.replace(config, work_dir=runtime.work_dir_for(config.work_dir))
     work_dir = config.work_dir
-    os.makedirs(work_dir, exist_ok=True)
+    if config.restart:
+        checkpoints.discard(work_dir)
+        say(f"[restart] discarded the checkpoints in {work_dir}")
+    checkpoints.check_resumable(config, runtime.shard.count)  # a conflict stops the job before any work
+    tf.io.gfile.makedirs(work_dir)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -56,31 +66,23 @@ def run(config: TrainConfig) -> dict:
     # 2. Model: MobileNetV2 pretrained on ImageNet + GlobalAveragePooling + Dense logits.
     with runtime.strategy.scope():
         classifier = model_lib.build_classifier(len(data.class_names), config.img_size, config.weights)
-    callbacks = [keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"), write_graph=False)]
+    callbacks = [keras.callbacks.TensorBoard(posixpath.join(work_dir, "logs"), write_graph=False)]
+    frozen = plans.FrozenParts(classifier, config, data, runtime.shard)  # caches shared by both phases
 
     # 3. Phase 1, feature extraction: train the head on the frozen base.
-    frozen = phases.FrozenOutputs()  # frozen layers' outputs, computed once for both phases
     with runtime.strategy.scope():
-        results = [phases.feature_extraction(config, classifier, data, callbacks, frozen)]
+        results = [phases.feature_extraction(config, classifier, data, callbacks, frozen, runtime.shard)]
 
     # 4. Phase 2, fine-tuning: unfreeze the top of the base and train at a tenth of the rate.
     if config.fine_tune_epochs > 0:
         with runtime.strategy.scope():
-            results.append(phases.fine_tuning(config, classifier, data, callbacks, frozen))
+            results.append(phases.fine_tuning(config, classifier, data, callbacks, frozen, runtime.shard))
 
     # 5. Report: metrics.json, learning curves, predictions on test images; the Keras model.
-    model_path = os.path.join(work_dir, "model.keras")
+    model_path = posixpath.join(work_dir, "model.keras")
     classifier.model.save(model_path)
-    samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(12)]
-    if samples:
-        inputs = np.stack([phases.format_example(img, config.img_size).numpy() for img, _ in samples])
-        logits = classifier.model(inputs, training=False).numpy()  # predict() breaks under multi-worker
-        probabilities = model_lib.probabilities_from_logits(logits)
-        predicted = probabilities.argmax(axis=1)
-        report.plot_samples([img for img, _ in samples], [data.class_names[lab] for _, lab in samples],
-                            [data.class_names[p] for p in predicted], probabilities.max(axis=1),
-                            os.path.join(work_dir, "samples.png"))
-    report.plot_learning_curves(results, os.path.join(work_dir, "curves.png"))
+    report.plot_test_samples(classifier.model, data, config, posixpath.join(work_dir, "samples.png"))
+    report.plot_learning_curves(results, posixpath.join(work_dir, "curves.png"))
     metrics = report.build_metrics(config, data, results, {"model_path": model_path})
     report.write_metrics(work_dir, metrics)
     say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f} in {r.seconds:.1f}s" for r in results))
@@ -99,6 +101,7 @@ def run(config: TrainConfig) -> dict:
 def main(argv=None) -> int:
     config = from_env_and_args(argv)
     _keep_caches_in(config.work_dir)
+    from training.checkpoints import ResumeConflict
     from training.data import DataError
     from training.model import WeightsUnavailable
     from training.publish import GateFailed, PublishError
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         run(config)
-    except (DataError, WeightsUnavailable) as err:
+    except (DataError, WeightsUnavailable, ResumeConflict) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (GateFailed, PublishError) as err:

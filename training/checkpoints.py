@@ -1,108 +1,161 @@
-"""Resumable training: an atomic checkpoint after every epoch of a phase.
+"""Resumable phases: a tf.train checkpoint after every epoch, and the rules for resuming.
 
 Keras' BackupAndRestore saves only the model's weights, so a resumed RMSprop would start
-from empty slot variables and the run would differ from an uninterrupted one. This saves,
-per completed epoch, the full model's weights, the optimizer's variables and the epoch
-history, into `<dir>/epoch-NNNN` written as `.tmp-*` first and renamed into place: a killed
-process leaves either the previous checkpoint or the new one, never half of one.
+from empty slot variables. Each phase keeps, in `<work>/checkpoints/<phase>/`, a
+`tf.train.CheckpointManager` checkpoint `ckpt-<epoch>` of the full model and the optimizer
+(slots, iteration count, loss scale) after every epoch, and beside it `state-<epoch>.json`
+with the epoch history and the settings the phase ran with. TensorFlow writes a checkpoint
+completely before it updates the `checkpoint` index file, so a killed process leaves the
+previous checkpoint or the new one, never half of one.
+
+Resuming: the number of epochs of a phase may grow ("train 10 more") and the phase continues
+where it stopped. Any other change of a setting that alters the mathematics is a
+`ResumeConflict`: one line naming the settings, and how to start fresh.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import posixpath
+import re
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
+import tensorflow as tf
 
-_PREFIX = "epoch-"
+from training.config import TrainConfig
+
+PHASES = ("feature_extraction", "fine_tuning")
+# Every setting that changes a phase's mathematics, except the epoch counts.
+RUN_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
+                "img_size", "batch_size", "shuffle_buffer", "augment", "weights", "learning_rate", "fine_tune_at",
+                "cache", "mixed_precision")
+
+
+class ResumeConflict(RuntimeError):
+    """The work dir holds a run that this configuration cannot continue."""
 
 
 @dataclass
 class Resumed:
-    epoch: int = 0  # completed epochs, i.e. fit's initial_epoch
+    epoch: int = 0  # completed epochs, counted from the job's first epoch (fit's initial_epoch)
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def phase_dir(work_dir: str, phase: str) -> str:
+    return posixpath.join(work_dir, "checkpoints", phase)
 
 
-def _checkpoints(directory: str) -> list[tuple[int, str]]:
-    if not os.path.isdir(directory):
-        return []
-    found = []
-    for name in os.listdir(directory):
-        if name.startswith(_PREFIX) and name[len(_PREFIX):].isdigit():
-            found.append((int(name[len(_PREFIX):]), os.path.join(directory, name)))
-    return sorted(found)
+def phase_settings(config: TrainConfig, phase: str, workers: int) -> dict:
+    """What must match for `phase` to resume. Phase 2 also starts from phase 1's last epoch."""
+    settings = {name: getattr(config, name) for name in RUN_SETTINGS}
+    settings["workers"] = workers
+    if phase == "fine_tuning":
+        settings["epochs"] = config.epochs
+    return settings
 
 
-def save(directory: str, epoch: int, full_model: keras.Model, optimizer, history: dict, fingerprint: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
-    np.savez(os.path.join(tmp, "weights.npz"), *[np.asarray(w) for w in full_model.get_weights()])
-    np.savez(os.path.join(tmp, "optimizer.npz"), *[np.asarray(v) for v in optimizer.variables])
-    with open(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump({"epoch": epoch, "history": history, "fingerprint": fingerprint}, f)
-    for name in os.listdir(tmp):
-        with open(os.path.join(tmp, name), "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    final = os.path.join(directory, f"{_PREFIX}{epoch:04d}")
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(directory)
-    for older, path in _checkpoints(directory):
-        if older < epoch:
-            shutil.rmtree(path, ignore_errors=True)
+def _latest(directory: str) -> tuple[int, str] | None:
+    path = tf.train.latest_checkpoint(directory) if tf.io.gfile.isdir(directory) else None
+    if not path:
+        return None
+    return int(re.search(r"ckpt-(\d+)$", path).group(1)), path
 
 
-def restore(directory: str, full_model: keras.Model, optimizer, trainable_variables, fingerprint: str) -> Resumed:
-    """Load the newest complete checkpoint into the model and optimizer; Resumed() if none."""
-    for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.startswith(".tmp-"):
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)  # a killed save
-    found = _checkpoints(directory)
-    if not found:
-        return Resumed()
-    epoch, path = found[-1]
-    with open(os.path.join(path, "state.json")) as f:
-        state = json.load(f)
-    if state.get("fingerprint") != fingerprint:
-        raise RuntimeError(f"{directory} holds a checkpoint of a run with different settings; "
-                           "use a new --work-dir or delete that one")
-    with np.load(os.path.join(path, "weights.npz")) as weights:
-        full_model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
-    optimizer.build(trainable_variables)
-    with np.load(os.path.join(path, "optimizer.npz")) as saved:
-        if len(saved.files) != len(optimizer.variables):
-            raise RuntimeError(f"optimizer checkpoint in {path} does not match this model")
-        for i, variable in enumerate(optimizer.variables):
-            variable.assign(saved[f"arr_{i}"])
-    return Resumed(epoch=state["epoch"], history=state["history"])
+def _state_path(directory: str, epoch: int) -> str:
+    return posixpath.join(directory, f"state-{epoch}.json")
+
+
+def _read_state(directory: str) -> tuple[int, dict] | None:
+    latest = _latest(directory)
+    if latest is None:
+        return None
+    with tf.io.gfile.GFile(_state_path(directory, latest[0])) as f:
+        return latest[0], json.load(f)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _differences(stored: dict, wanted: dict) -> list[str]:
+    return [f"{_flag(k)} {stored.get(k)!r} there, {wanted.get(k)!r} now"
+            for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+
+
+def check_resumable(config: TrainConfig, workers: int) -> None:
+    """Raise ResumeConflict before any work if the work dir's checkpoints cannot be continued."""
+    first_epoch = {"feature_extraction": 0, "fine_tuning": config.epochs}
+    wanted_epochs = {"feature_extraction": config.epochs, "fine_tuning": config.fine_tune_epochs}
+    fresh = f"add --restart to discard it, or use a new --work-dir"
+    for phase in PHASES:
+        directory = phase_dir(config.work_dir, phase)
+        found = _read_state(directory)
+        if found is None:
+            continue
+        epoch, state = found
+        differences = _differences(state["settings"], phase_settings(config, phase, workers))
+        if differences:
+            raise ResumeConflict(f"{config.work_dir} holds a {phase} run with other settings "
+                                 f"({'; '.join(differences)}): {fresh}")
+        done = epoch - first_epoch[phase]
+        if done > wanted_epochs[phase]:
+            flag = "--epochs" if phase == "feature_extraction" else "--fine-tune-epochs"
+            raise ResumeConflict(f"{config.work_dir} holds a {phase} run that has already trained {done} epochs, "
+                                 f"more than {flag} {wanted_epochs[phase]}: ask for at least {done}, or {fresh}")
+
+
+def discard(work_dir: str) -> None:
+    """--restart: forget every phase's checkpoints."""
+    directory = posixpath.join(work_dir, "checkpoints")
+    if tf.io.gfile.exists(directory):
+        tf.io.gfile.rmtree(directory)
+
+
+class PhaseCheckpoint:
+    """The model + optimizer checkpoint of one phase, with its history and settings."""
+
+    def __init__(self, directory: str, full_model: keras.Model, optimizer, settings: dict):
+        self.directory = directory
+        self.optimizer = optimizer
+        self.settings = settings
+        self._checkpoint = tf.train.Checkpoint(model=full_model, optimizer=optimizer)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=1)
+
+    def restore(self, trainable_variables) -> Resumed:
+        """Load the newest checkpoint into the model and optimizer; Resumed() if there is none."""
+        found = _read_state(self.directory)
+        if found is None:
+            return Resumed()
+        epoch, state = found
+        differences = _differences(state["settings"], self.settings)
+        if differences:  # check_resumable catches this first; a guard for direct callers
+            raise ResumeConflict(f"{self.directory} holds a run with other settings ({'; '.join(differences)})")
+        self.optimizer.build(trainable_variables)  # so that the slots exist to be restored into
+        self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
+        return Resumed(epoch=epoch, history=state["history"])
+
+    def save(self, epoch: int, history: dict) -> None:
+        tf.io.gfile.makedirs(self.directory)
+        state_path = _state_path(self.directory, epoch)
+        with tf.io.gfile.GFile(state_path + ".tmp", "w") as f:
+            json.dump({"epoch": epoch, "history": history, "settings": self.settings}, f)
+        tf.io.gfile.rename(state_path + ".tmp", state_path, overwrite=True)
+        self._manager.save(checkpoint_number=epoch)  # the index update is the commit point
+        for name in tf.io.gfile.listdir(self.directory):
+            match = re.fullmatch(r"state-(\d+)\.json", name)
+            if match and int(match.group(1)) != epoch:
+                tf.io.gfile.remove(posixpath.join(self.directory, name))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint at the end of every epoch, with the history so far."""
+    """Saves the phase's checkpoint at the end of every epoch, with the history so far."""
 
-    def __init__(self, directory: str, full_model: keras.Model, history: dict, fingerprint: str, enabled=True):
+    def __init__(self, checkpoint: PhaseCheckpoint, history: dict):
         super().__init__()
-        self.directory = directory
-        self.full_model = full_model
+        self.checkpoint = checkpoint
         self.history = history
-        self.fingerprint = fingerprint
-        self.enabled = enabled
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        if self.enabled:
-            save(self.directory, epoch + 1, self.full_model, self.model.optimizer, self.history, self.fingerprint)
+        self.checkpoint.save(epoch + 1, self.history)

@@ -57,6 +57,9 @@ class TrainConfig:
     # --- outputs ---------------------------------------------------------------------------
     work_dir: str = field(default="work", metadata={
         "help": "Everything the run writes: metrics, figures, checkpoints, logs, caches."})
+    restart: bool = field(default=False, metadata={
+        "help": "Discard the work dir's checkpoints and train from the first epoch (caches that still match "
+                "the settings are kept)."})
     export: bool = field(default=True, metadata={"help": "Export and publish a SavedModel at the end."})
     model_base_path: str = field(default="models", metadata={"help": "TF Serving base path to publish into."})
     model_name: Optional[str] = _opt("Model name under the base path (default: the dataset's or data folder's name).")

@@ -1,13 +1,30 @@
-"""MobileNetV2 base + GlobalAveragePooling + Dense head, and the freezing of each phase.
+"""The network, its parts, and the freezing of each phase.
+
+The parts have one name each, used everywhere in training/:
+
+    images -> base -> pool -> head -> logits           (the full model, `Classifier.model`)
+
+- base:  MobileNetV2 without its classifier, ImageNet weights (the tutorial's `base_model`).
+- pool:  GlobalAveragePooling2D over the base's last feature map; its output is the image's
+         1280-d *features*.
+- head:  the Dense logits layer (the tutorial's `prediction_layer`); sizes and loss in
+         training/decision.py.
+- cut:   the index of the base layer where the base splits in two for caching
+         (`cut_layer_index`): the deepest layer below `fine_tune_at` whose output alone feeds
+         everything above it.
+- trunk: the base's layers up to and including the cut. Frozen and in inference mode in both
+         phases, so its output per image never changes: that output is what the cache holds.
+- top:   the base's layers above the cut. Frozen in phase 1; trainable from `fine_tune_at`
+         in phase 2.
 
 As in TensorFlow's transfer-learning tutorial, the base runs in inference mode
 (`base(x, training=False)`) so its BatchNormalization layers keep their ImageNet
 statistics when they are unfrozen for fine-tuning. Keras 3's functional models override an
 inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
 a fine-tuning step changed block_16_project_BN's moving mean). `InferenceModeModel` fixes
-that with a custom train step that calls the model with `training=False`; BN gamma/beta
-stay trainable, as in the tutorial (1,862,721 trainable parameters in phase 2). The model
-has no layer that should run in training mode (no dropout; augmentation runs in tf.data).
+that by calling every layer with `training=False`; BN gamma/beta stay trainable, as in the
+tutorial (1,862,721 trainable parameters in phase 2). The model has no layer that should run
+in training mode (no dropout; augmentation runs in tf.data).
 """
 from __future__ import annotations
 
@@ -15,8 +32,11 @@ import os
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from training import decision
+from training.decision import probabilities_from_logits  # noqa: F401  (export.py's import, until it uses decision)
+
 
 class WeightsUnavailable(RuntimeError):
     """The requested pretrained weights cannot be loaded (offline, missing or wrong file)."""
@@ -24,29 +44,14 @@ class WeightsUnavailable(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="transfer")
 class InferenceModeModel(keras.Model):
-    """A functional Keras model whose fit() runs every layer in inference mode.
+    """A functional Keras model whose every call runs its layers in inference mode.
 
-    Follows keras.io "Customizing what happens in fit() with TensorFlow", changing only
-    the forward pass to training=False.
+    Keras' own train_step (loss scaling under mixed precision, the loss reduction under
+    tf.distribute, metrics) stays untouched: only the forward pass ignores `training=True`.
     """
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=False)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        # compute_loss divides by the replica count under tf.distribute (keras Loss.__call__),
-        # which makes summed gradients right; the reported loss is the unscaled one.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas)
-            else:
-                metric.update_state(y, y_pred, sample_weight=sample_weight)
-        return {m.name: m.result() for m in self.metrics}
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        return super().call(inputs, training=False, mask=mask, **kwargs)
 
 
 @dataclass
@@ -100,25 +105,17 @@ def build_classifier(num_classes: int, img_size: int, weights: str) -> Classifie
     base.trainable = False
     pool = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")
     # The head stays float32 under mixed precision so logits and losses are exact enough.
-    head = keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits", dtype="float32")
+    head = keras.layers.Dense(decision.head_units(num_classes), name="logits", dtype="float32")
     inputs = keras.Input((img_size, img_size, 3), name="images")
     outputs = head(pool(base(inputs, training=False)))
     model = InferenceModeModel(inputs, outputs, name="transfer_mobilenet_v2")
     return Classifier(model=model, base=base, pool=pool, head=head, num_classes=num_classes)
 
 
-def loss_and_metrics(num_classes: int):
-    """The tutorial's loss and accuracy on logits for 2 classes; their sparse versions for N."""
-    if num_classes == 2:
-        return (keras.losses.BinaryCrossentropy(from_logits=True),
-                [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
-    return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            [keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-
-
 def compile_for(model: keras.Model, num_classes: int, learning_rate: float) -> None:
-    loss, metrics = loss_and_metrics(num_classes)
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss=loss, metrics=metrics)
+    """RMSprop at `learning_rate` with the one loss and accuracy of training/decision.py."""
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+                  loss=decision.per_example_loss(num_classes), metrics=[decision.accuracy_metric(num_classes)])
 
 
 def freeze_for_feature_extraction(classifier: Classifier) -> None:
@@ -131,16 +128,6 @@ def unfreeze_from(classifier: Classifier, fine_tune_at: int) -> None:
     classifier.base.trainable = True
     for layer in classifier.base.layers[:fine_tune_at]:
         layer.trainable = False
-
-
-def probabilities_from_logits(logits) -> np.ndarray:
-    """[N, 1] binary logits -> [N, 2] as [1 - p, p]; [N, C] logits -> softmax. float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[-1] == 1:
-        p = 1 / (1 + np.exp(-logits[:, 0]))
-        return np.stack([1 - p, p], axis=1)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def trainable_parameter_count(model: keras.Model) -> int:
@@ -179,8 +166,8 @@ def _inbound_layers(node):
 
 
 def split_at(base: keras.Model, cut: int) -> tuple[keras.Model, keras.Model]:
-    """(trunk, top): trunk maps images to layer `cut`'s output, top maps that to the base's
-    output. Both share the base's layers (and so its weights)."""
+    """(trunk, top) at layer `cut`: trunk maps images to that layer's output, top maps it to
+    the base's output. Both share the base's layers (and so its weights)."""
     cut_output = base.layers[cut].output
     trunk = keras.Model(base.input, cut_output, name="trunk")
     top = keras.Model(cut_output, base.output, name="top")

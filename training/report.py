@@ -1,12 +1,14 @@
 """What a run reports: metrics.json, the tutorial's learning curves, and a grid of test images.
 
-Figures are written with matplotlib's Agg backend and never shown.
+Figures are written with matplotlib's Agg backend and never shown. Every file goes through
+tf.io.gfile, so the work dir may be gs://, s3:// or ram://.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import platform
+import posixpath
 from dataclasses import asdict
 
 import matplotlib
@@ -14,7 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
+from training import decision  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import Datasets  # noqa: E402
 from training.phases import PhaseResult  # noqa: E402
@@ -50,12 +54,20 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
 
 
 def write_metrics(work_dir: str, metrics: dict) -> str:
-    path = os.path.join(work_dir, "metrics.json")
+    path = posixpath.join(work_dir, "metrics.json")
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with tf.io.gfile.GFile(tmp, "w") as f:
         json.dump(metrics, f, indent=2, default=float)
-    os.replace(tmp, path)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
     return path
+
+
+def _save_figure(fig, path: str) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
 
 
 def plot_learning_curves(phases: list[PhaseResult], path: str) -> str:
@@ -81,8 +93,7 @@ def plot_learning_curves(phases: list[PhaseResult], path: str) -> str:
         ax.legend(loc="best")
     ax_loss.set_xlabel("epoch")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
 
 
@@ -99,6 +110,21 @@ def plot_samples(images: np.ndarray, true_labels, predicted_labels, probabilitie
         ax.set_title(f"{pred} ({prob:.2f}) / {true}", color="black" if pred == true else "red", fontsize=10)
     fig.suptitle("predicted (probability) / true")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
     return path
+
+
+def plot_test_samples(model, data: Datasets, config: TrainConfig, path: str, count: int = 12) -> str | None:
+    """The model's decisions (training/decision.py) on the first `count` test images."""
+    from training.preprocess import format_example
+
+    samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(count)]
+    if not samples:
+        return None
+    inputs = np.stack([format_example(image, config.img_size).numpy() for image, _ in samples])
+    logits = model(inputs, training=False).numpy()  # predict() breaks under multi-worker
+    probabilities = decision.probabilities_from_logits(logits)
+    predicted = decision.classes_from_logits(logits).numpy()
+    return plot_samples([image for image, _ in samples], [data.class_names[label] for _, label in samples],
+                        [data.class_names[p] for p in predicted], probabilities[np.arange(len(samples)), predicted],
+                        path)

@@ -1,0 +1,50 @@
+"""Training loops: run epochs `initial_epoch..epochs-1`, each on its own freshly shuffled batches.
+
+One epoch at a time because each epoch's batches come from `train_batches(epoch)` (see
+training/inputs.py: the order depends on (seed, epoch) only, so a resumed job trains on the
+same batches as an uninterrupted one). Both loops call the same Keras callbacks with the same
+logs as `Model.fit` would: checkpoints, progress lines and TensorBoard behave the same.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from training.multiworker_loop import MultiWorkerLoop, is_multi_worker
+
+
+class KerasLoop:
+    """Keras' own fit and evaluate, one epoch per call."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+
+    def train_epoch(self, train_batches: tf.data.Dataset, validation_batches=None) -> dict:
+        history = self.model.fit(train_batches, validation_data=validation_batches, epochs=1, verbose=0,
+                                 shuffle=False)  # the batches are already shuffled (seeded)
+        return {key: float(values[-1]) for key, values in history.history.items()}
+
+    def evaluate(self, batches: tf.data.Dataset) -> tuple[float, float]:
+        values = self.model.evaluate(batches, verbose=0, return_dict=True)
+        return float(values["loss"]), float(values["accuracy"])
+
+
+def make_loop(model: keras.Model, num_classes: int, global_batch_size: int):
+    strategy = tf.distribute.get_strategy()
+    if is_multi_worker(strategy):
+        return MultiWorkerLoop(model, num_classes, global_batch_size, strategy)
+    return KerasLoop(model)
+
+
+def fit_epochs(loop, train_batches: Callable[[int], tf.data.Dataset], validation_batches, initial_epoch: int,
+               epochs: int, callbacks=()) -> None:
+    """Train epochs initial_epoch..epochs-1 (0-based, counted over the whole job)."""
+    callback_list = keras.callbacks.CallbackList(list(callbacks), model=loop.model)
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        logs = loop.train_epoch(train_batches(epoch), validation_batches)
+        callback_list.on_epoch_end(epoch, logs)
+    callback_list.on_train_end()
