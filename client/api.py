@@ -20,8 +20,8 @@ from client.results import Prediction, ServerError, VersionStatus
 from model_api import signature as sig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
-# Images per request: within serving/config/batching_parameters.txt's max_batch_size (32), and
-# one of its allowed_batch_sizes, so a full request is never padded.
+# Images per request: within serving/config/batching_parameters.txt's max_batch_size (32), which
+# TF Serving enforces per request when batching is on.
 DEFAULT_BATCH_SIZE = 16
 
 

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl_config_file", default=None, help="TF Serving SSLConfig (text format) for gRPC TLS.")
     parser.add_argument("--max_request_bytes", type=int, default=64 << 20,
                         help="Largest gRPC message or REST body accepted.")
-    parser.add_argument("--threads", type=int, default=8, help="Worker threads for each API.")
+    cpus = os.cpu_count() or 1  # server.h: 4 x NumSchedulableCPUs for both
+    parser.add_argument("--grpc_max_threads", type=int, default=4 * cpus, help="gRPC worker threads.")
+    parser.add_argument("--rest_api_num_threads", type=int, default=4 * cpus, help="REST worker threads.")
     parser.add_argument("--grace_seconds", type=float, default=30.0, help="How long SIGTERM waits for requests.")
     return parser
 
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
                              load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
                              allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
     server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
-                         max_request_bytes=args.max_request_bytes, threads=args.threads, tls=tls,
+                         max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
+                         rest_threads=args.rest_api_num_threads, tls=tls,
                          grace_seconds=args.grace_seconds)
     stop = threading.Event()
 

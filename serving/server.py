@@ -37,7 +37,7 @@ def grpc_credentials(ssl_config) -> grpc.ServerCredentials:
 class LocalServer:
     def __init__(self, registry: ModelRegistry, host: str = "127.0.0.1", grpc_port: int = 8500,
                  rest_port: int = 8501, max_request_bytes: int = 64 << 20, threads: int = 8,
-                 tls=None, grace_seconds: float = 30.0):
+                 tls=None, grace_seconds: float = 30.0, rest_threads: int | None = None):
         """`tls`: an SSLConfig message (read_ssl_config) for gRPC TLS, or None."""
         if not grpc_port:
             # server.cc Server::BuildAndStart; there is no --grpc_socket_path here.
@@ -54,7 +54,7 @@ class LocalServer:
         self._grpc: grpc.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rest_thread: threading.Thread | None = None
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rest")
+        self._executor = ThreadPoolExecutor(max_workers=rest_threads or threads, thread_name_prefix="rest")
 
     def start(self) -> "LocalServer":
         self.registry.start()  # raises StartupError when a model cannot be served

@@ -196,3 +196,40 @@ def test_cli_status_and_metadata(server, capsys):
     assert predict_main(["status", "--grpc", f"127.0.0.1:{server.grpc_port}", "--model", "nope",
                          "--retries", "0"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+# --- which refusals split a batch ----------------------------------------------------------------
+
+def test_a_request_level_refusal_fails_once_without_splitting(client, cat_jpeg):
+    client.transport.options.signature = "nope"
+    calls = []
+    real_predict = client.transport.predict
+    client.transport.predict = lambda images: calls.append(len(images)) or real_predict(images)
+    with pytest.raises(ServerError) as info:
+        client.predict_bytes([("a", cat_jpeg)] * 4)
+    assert "nope" in info.value.message and calls == [4]
+
+
+@pytest.mark.parametrize("status,message,code,image", [
+    (400, "assertion failed: [image is empty (0 bytes)]", "INVALID_ARGUMENT", True),
+    (400, "Invalid JPEG data or crop window, data size 22", "INVALID_ARGUMENT", True),
+    (400, "Task size 40 is larger than maximum input batch size 32", "INVALID_ARGUMENT", False),
+    (400, 'Serving signature name: "x" not found in signature def', "INVALID_ARGUMENT", False),
+    (400, 'Serving signature key "x" not found.', "FAILED_PRECONDITION", False),
+    (400, "Tensors with name 'x' from different tasks have different shapes and padding is turned off.",
+     "FAILED_PRECONDITION", False),
+])
+def test_rest_errors_are_read_from_the_message(status, message, code, image):
+    from model_api.status import code_for_http_status
+
+    error = ServerError(code_for_http_status(status, message), message, status)
+    assert (error.code, error.is_image_error) == (code, image)
+
+
+def test_the_default_batch_size_fits_the_shipped_batching_parameters():
+    from client.api import DEFAULT_BATCH_SIZE
+    from serving.config_protos import BatchingParameters, parse_text_file
+    from tests.conftest import REPO
+
+    params = parse_text_file(str(REPO / "serving" / "config" / "batching_parameters.txt"), BatchingParameters)
+    assert DEFAULT_BATCH_SIZE <= params.max_batch_size.value

@@ -107,9 +107,11 @@ def test_inputs_of_different_shapes_cannot_share_a_batch_without_padding(schedul
 def test_the_shipped_batching_parameters_become_these_options():
     options = BatchingOptions.from_proto(parse_text_file(os.path.join(CONFIG_DIR, "batching_parameters.txt"),
                                                          BatchingParameters))
-    assert options == BatchingOptions(max_batch_size=32, batch_timeout_micros=5000, max_enqueued_batches=16,
-                                      num_batch_threads=2, allowed_batch_sizes=(4, 8, 16, 32))
-    assert [options.padded_size(n) for n in (1, 4, 5, 17, 32)] == [4, 4, 8, 32, 32]
+    assert options == BatchingOptions(max_batch_size=32, batch_timeout_micros=0, max_enqueued_batches=16,
+                                      num_batch_threads=2, allowed_batch_sizes=())
+    assert [options.padded_size(n) for n in (1, 5, 32)] == [1, 5, 32], "no padding without allowed sizes"
+    padded = BatchingOptions(max_batch_size=32, allowed_batch_sizes=(4, 8, 16, 32))
+    assert [padded.padded_size(n) for n in (1, 4, 5, 17, 32)] == [4, 4, 8, 32, 32]
 
 
 def test_defaults_are_tf_servings_and_bad_parameters_are_refused_in_one_line():

@@ -59,9 +59,10 @@ def test_the_shipped_batching_and_monitoring_configs_parse_with_tf_servings_prot
 
     with open(os.path.join(CONFIG_DIR, "batching_parameters.txt")) as f:
         batching = text_format.Parse(f.read(), BatchingParameters())
-    # TF Serving requires increasing allowed sizes ending at max_batch_size.
-    assert list(batching.allowed_batch_sizes) == sorted(batching.allowed_batch_sizes)
-    assert batching.max_batch_size.value == batching.allowed_batch_sizes[-1] == 32
+    assert batching.max_batch_size.value == 32  # client/api.py DEFAULT_BATCH_SIZE must fit
+    # TF Serving requires increasing allowed sizes ending at max_batch_size, when there are any.
+    sizes = list(batching.allowed_batch_sizes)
+    assert sizes == sorted(sizes) and (not sizes or sizes[-1] == 32)
     with open(os.path.join(CONFIG_DIR, "monitoring.config")) as f:
         monitoring = text_format.Parse(f.read(), MonitoringConfig())
     assert monitoring.prometheus_config.enable
