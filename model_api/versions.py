@@ -3,12 +3,14 @@
 TF Serving treats a child directory as a version only when its whole name parses as an
 int64 (file_system_storage_path_source.cc), and ignores everything else. Staging
 directories therefore never have an integer name.
+
+Paths go through tf.io.gfile, so local folders, gs://, s3:// (TF I/O plugins) and ram://
+all work; on object stores a "directory" is a name prefix, as TF Serving's GetChildren sees it.
 """
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 _VERSION_NAME = re.compile(r"^[0-9]{1,18}$")
 STAGING_PREFIX = ".staging-"
@@ -18,12 +20,22 @@ def is_version_name(name: str) -> bool:
     return bool(_VERSION_NAME.match(name))
 
 
+def join(*parts: str | os.PathLike) -> str:
+    """Path join that keeps URL schemes (gs://, ram://) intact; pathlib would collapse '//'."""
+    import tensorflow as tf
+
+    return tf.io.gfile.join(*(os.fspath(p) for p in parts))
+
+
 def list_versions(model_dir: str | os.PathLike) -> list[int]:
     """Integer versions present under `model_dir`, ascending; [] if it does not exist."""
-    path = Path(model_dir)
-    if not path.is_dir():
+    import tensorflow as tf
+
+    path = os.fspath(model_dir)
+    if not tf.io.gfile.isdir(path):
         return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and is_version_name(p.name))
+    names = {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
+    return sorted(int(name) for name in names if is_version_name(name) and tf.io.gfile.isdir(join(path, name)))
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
@@ -32,5 +44,5 @@ def next_version(model_dir: str | os.PathLike) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def version_dir(base_path: str | os.PathLike, model_name: str, version: int) -> Path:
-    return Path(base_path) / model_name / str(int(version))
+def version_dir(base_path: str | os.PathLike, model_name: str, version: int) -> str:
+    return join(base_path, model_name, str(int(version)))

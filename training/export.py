@@ -4,6 +4,8 @@ The `serving_default` signature (method tensorflow/serving/predict) takes `image
 (DT_STRING [-1], one encoded JPEG/PNG/GIF/BMP per element) and runs the training job's own
 preprocessing (training/preprocess.py) inside the graph, so clients send files as they are.
 `predict_images` takes already-preprocessed float32 [-1, H, W, 3] images in [-1, 1].
+With `--tta flip` both signatures return the mean of the logits of each image and of its
+horizontal mirror (probabilities, classes and labels follow from those logits).
 
 Standalone: `python -m training.export --work-dir WORK [same flags as train-job]` exports
 WORK/model.keras using WORK/metrics.json for the classes and test metrics.
@@ -21,31 +23,35 @@ import numpy as np
 import tensorflow as tf
 
 from model_api import signature as sig
-from training import publish
+from model_api.versions import join
+from training import data_identity, decision, publish, storage
 from training.config import TrainConfig
-from training.model import probabilities_from_logits
 from training.preprocess import bytes_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
 
 
+def logits_with_tta(model: keras.Model, images: tf.Tensor, tta: str = "none") -> tf.Tensor:
+    """float32 logits of preprocessed images; with tta="flip" the mean of the logits of each
+    image and of its horizontal mirror (images are [N, H, W, 3], so width is axis 2)."""
+    logits = tf.cast(model(images, training=False), tf.float32)
+    if tta == "flip":
+        mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
+        logits = (logits + mirrored) / 2.0
+    return logits
+
+
 def build_archive(model: keras.Model, class_names: list[str], img_size: int,
-                  max_pixels: int = sig.DEFAULT_MAX_PIXELS) -> keras.export.ExportArchive:
+                  max_pixels: int = sig.DEFAULT_MAX_PIXELS, tta: str = "none") -> keras.export.ExportArchive:
     """The servable: both signatures over the Keras model, returning the four outputs."""
     labels = tf.constant(class_names, dtype=tf.string)
-    binary = len(class_names) == 2
 
     def outputs_for(images):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        if binary:  # Dense(1) logits: p(class 1) = sigmoid, class 1 iff logit > 0 (as in training)
-            p = tf.sigmoid(logits[:, 0])
-            probabilities = tf.stack([1.0 - p, p], axis=1)
-            classes = tf.cast(logits[:, 0] > 0, tf.int64)
-        else:
-            probabilities = tf.nn.softmax(logits, axis=-1)
-            classes = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        return {sig.OUTPUT_PROBABILITIES: probabilities, sig.OUTPUT_CLASSES: classes,
-                sig.OUTPUT_LABELS: tf.gather(labels, classes), sig.OUTPUT_LOGITS: logits}
+        logits = logits_with_tta(model, images, tta)
+        classes = decision.classes_from_logits(logits)
+        return {sig.OUTPUT_PROBABILITIES: decision.probabilities_from_logits_tf(logits),
+                sig.OUTPUT_CLASSES: classes, sig.OUTPUT_LABELS: tf.gather(labels, classes),
+                sig.OUTPUT_LOGITS: logits}
 
     def serve_image_bytes(image_bytes):
         images = tf.map_fn(lambda one: bytes_to_input(one, img_size, max_pixels), image_bytes,
@@ -65,10 +71,19 @@ def build_archive(model: keras.Model, class_names: list[str], img_size: int,
     return archive
 
 
-def keras_probabilities(model: keras.Model, images_uint8: list[np.ndarray], img_size: int) -> np.ndarray:
-    """The reference: the Keras model on the training pipeline's preprocessing."""
+def keras_logits(model: keras.Model, images_uint8: list[np.ndarray], img_size: int, tta: str = "none") -> np.ndarray:
+    """The reference: the Keras model on the training pipeline's preprocessing, eagerly, with
+    the test-time augmentation computed in numpy (independently of the graph's)."""
     batch = np.stack([format_example(image, img_size).numpy() for image in images_uint8])
-    return probabilities_from_logits(model(batch, training=False))
+    logits = np.asarray(model(batch, training=False), dtype=np.float64)
+    if tta == "flip":
+        logits = (logits + np.asarray(model(batch[:, :, ::-1, :].copy(), training=False), dtype=np.float64)) / 2
+    return logits
+
+
+def keras_probabilities(model: keras.Model, images_uint8: list[np.ndarray], img_size: int,
+                        tta: str = "none") -> np.ndarray:
+    return decision.probabilities_from_logits(keras_logits(model, images_uint8, img_size, tta))
 
 
 def warmup_images(data, count: int = WARMUP_IMAGES) -> list[bytes]:
@@ -84,7 +99,7 @@ def write_warmup_file(path: str, model_name: str, images: list[bytes]) -> int:
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     batches = [[image] for image in images] + ([images] if len(images) > 1 else [])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for batch in batches:
             request = predict_pb2.PredictRequest(
@@ -120,13 +135,14 @@ def split_description(config: TrainConfig) -> dict:
             "test": config.test_split, "max_images": config.max_images}
 
 
-def model_card(config: TrainConfig, metrics: dict, version: int) -> dict:
+def model_card(config: TrainConfig, metrics: dict, version: int, identity: dict) -> dict:
     phases = metrics.get("phases", {})
     final = list(phases.values())[-1] if phases else {}
     return {
         "model_name": config.resolved_model_name,
         "version": version,
         "dataset": metrics["data"]["source"],
+        "data_identity": identity,
         "split": split_description(config),
         "classes": metrics["data"]["class_names"],
         "image_size": config.img_size,
@@ -140,40 +156,37 @@ def model_card(config: TrainConfig, metrics: dict, version: int) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "signature": {"name": sig.SERVING_DEFAULT, "input": sig.INPUT_IMAGE_BYTES, "outputs": list(sig.OUTPUT_KEYS),
-                      "max_pixels": config.max_pixels},
+                      "max_pixels": config.max_pixels, "tta": config.tta},
+        "tta": config.tta,
     }
 
 
-def write_servable(model: keras.Model, class_names: list[str], config: TrainConfig, metrics: dict,
-                   warmup: list[bytes], directory: str, version: int) -> None:
+def write_servable(model: keras.Model, class_names: list[str], config: TrainConfig, card: dict,
+                   warmup: list[bytes], directory: str) -> None:
     """Everything a version directory holds, written into `directory` (a staging folder)."""
-    build_archive(model, class_names, config.img_size, config.max_pixels).write_out(directory, verbose=False)
-    labels_path = os.path.join(directory, sig.LABELS_FILE)
-    os.makedirs(os.path.dirname(labels_path), exist_ok=True)
-    with open(labels_path, "w") as f:
-        f.write("\n".join(class_names) + "\n")
-    card_path = os.path.join(directory, sig.MODEL_CARD_FILE)
-    os.makedirs(os.path.dirname(card_path), exist_ok=True)
-    with open(card_path, "w") as f:
-        json.dump(model_card(config, metrics, version), f, indent=2)
-    write_warmup_file(os.path.join(directory, sig.WARMUP_FILE), config.resolved_model_name, warmup)
+    build_archive(model, class_names, config.img_size, config.max_pixels, config.tta).write_out(directory,
+                                                                                                verbose=False)
+    storage.write_text(join(directory, sig.LABELS_FILE), "\n".join(class_names) + "\n")
+    storage.write_json(join(directory, sig.MODEL_CARD_FILE), card)
+    write_warmup_file(join(directory, sig.WARMUP_FILE), config.resolved_model_name, warmup)
 
 
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
-    reference = keras_probabilities(model, [decode_rgb(b).numpy() for b in images], config.img_size)
+    reference = keras_logits(model, [decode_rgb(b).numpy() for b in images], config.img_size, config.tta)
     card_accuracy = list(metrics["phases"].values())[-1]["test_accuracy"] if metrics.get("phases") else None
+    identity = data_identity.identify(config)
 
     def write(directory: str, version: int) -> None:
-        write_servable(model, metrics["data"]["class_names"], config, metrics, images, directory, version)
+        write_servable(model, metrics["data"]["class_names"], config,
+                       model_card(config, metrics, version, identity), images, directory)
 
     return publish.publish(
         base_path=config.model_base_path, model_name=config.resolved_model_name, write=write,
         gate=publish.Gate(test_accuracy=card_accuracy, min_accuracy=config.min_accuracy,
-                          max_regression=config.max_regression, force=config.force,
-                          dataset=metrics["data"]["source"], split=split_description(config),
-                          warmup_images=images, reference_probabilities=reference),
+                          max_regression=config.max_regression, force=config.force, data_identity=identity,
+                          split=split_description(config), warmup_images=images, reference_logits=reference),
         version=config.version or None, keep=config.keep, serving_config=config.serving_config)
 
 
@@ -183,17 +196,16 @@ def main(argv=None) -> int:
     from training.config import from_env_and_args
 
     config = from_env_and_args(argv)
-    model_path = os.path.join(config.work_dir, "model.keras")
-    metrics_path = os.path.join(config.work_dir, "metrics.json")
+    model_path = join(config.work_dir, "model.keras")
+    metrics_path = join(config.work_dir, "metrics.json")
     for path in (model_path, metrics_path):
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             print(f"error: {path} not found: run train-job with this --work-dir first", file=sys.stderr)
             return 2
     import training.model  # noqa: F401  registers InferenceModeModel for loading
 
     model = keras.models.load_model(model_path)
-    with open(metrics_path) as f:
-        metrics = json.load(f)
+    metrics = storage.read_json(metrics_path)
     try:
         data = data_lib.load(config)
         result = export_from_training(config, model, data, metrics)

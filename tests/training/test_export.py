@@ -1,10 +1,9 @@
 """The exported SavedModel: its signature, parity with Keras on every image format, clear
-errors on bad input, warmup records, and the versioned, gated, atomic publish."""
+errors on bad input, warmup records, test-time augmentation, and export on ram://.
+Publishing and the gate have their own tests (test_publish.py, test_gate.py)."""
+import dataclasses
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,11 +12,11 @@ from PIL import Image
 
 from model_api import signature as sig
 from model_api.versions import list_versions
-from tests.conftest import REPO, TINY_IMG, encode, make_image_folder, tiny_classifier
-from training import export, publish
+from tests.conftest import TINY_IMG, encode, make_image_folder, tiny_classifier
+from training import export, storage
 from training.config import TrainConfig
 from training.data import load_image_folder
-from training.preprocess import decode_rgb
+from training.preprocess import decode_rgb, format_example
 
 
 def fake_metrics(data, accuracy=0.9):
@@ -174,86 +173,92 @@ def test_gate_reports_parity_and_warmup(exported):
     assert gate["regression"] == "not applicable: no published version"
 
 
-# --- publishing -------------------------------------------------------------------------
+# --- test-time augmentation ----------------------------------------------------------------
 
-def _publish(base, accuracy=0.9, version=None, write=None, force=False, keep=0, serving_config=None):
-    def default_write(directory, v):
-        os.makedirs(os.path.join(directory, "assets.extra"))
-        with open(os.path.join(directory, sig.MODEL_CARD_FILE), "w") as f:
-            json.dump({"dataset": "d", "split": {"s": 1}, "test_metrics": {"accuracy": accuracy}}, f)
+@pytest.fixture(scope="module")
+def exported_tta(exported):
+    """The same classifier exported with --tta flip, as version 2 of the same model."""
+    config = dataclasses.replace(exported["config"], tta="flip")
+    result = export.export_from_training(config, exported["clf"].model, exported["data"], fake_metrics(exported["data"]))
+    return {**exported, "config": config, "result": result, "path": result["path"],
+            "loaded": tf.saved_model.load(result["path"])}
 
-    gate = publish.Gate(test_accuracy=accuracy, dataset="d", split={"s": 1}, force=force)
-    original = publish.check_servable
-    publish.check_servable = lambda staged, g: {}  # these tests are about the file system
+
+def _picture(seed=11, size=(40, 56)):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def test_tta_flip_serves_the_mean_logits_of_the_image_and_its_mirror(exported, exported_tta):
+    data = encode(_picture(), "PNG")
+    pixels = decode_rgb(tf.constant(data)).numpy()
+    model = exported["clf"].model
+    batch = np.stack([format_example(p, TINY_IMG).numpy() for p in (pixels, pixels[:, ::-1])])
+    plain, mirrored = np.asarray(model(batch, training=False), dtype=np.float64)
+    got = serve(exported_tta, [data])
+    np.testing.assert_allclose(got[sig.OUTPUT_LOGITS][0], (plain + mirrored) / 2, atol=1e-4)
+    np.testing.assert_allclose(got[sig.OUTPUT_PROBABILITIES],
+                               export.keras_probabilities(model, [pixels], TINY_IMG, tta="flip"), atol=1e-4)
+    assert abs(plain - mirrored).max() > 1e-3, "the picture must not be symmetric for this test to mean anything"
+    np.testing.assert_allclose(serve(exported, [data])[sig.OUTPUT_LOGITS][0], plain, atol=1e-4)
+
+
+def test_tta_flip_gives_a_picture_and_its_mirror_the_same_answer(exported, exported_tta):
+    picture = _picture(seed=12)
+    pair = [encode(picture, "PNG"), encode(picture.transpose(Image.FLIP_LEFT_RIGHT), "PNG")]
+    plain = serve(exported, pair)[sig.OUTPUT_LOGITS]
+    assert abs(plain[0] - plain[1]).max() > 1e-3, "without TTA the mirror gets another answer"
+    got = serve(exported_tta, pair)[sig.OUTPUT_LOGITS]
+    np.testing.assert_allclose(got[0], got[1], atol=1e-4)  # float sums in another order
+
+
+def test_tta_is_recorded_and_checked_by_the_gate(exported, exported_tta):
+    card = json.load(open(os.path.join(exported_tta["path"], sig.MODEL_CARD_FILE)))
+    assert card["tta"] == "flip" and card["signature"]["tta"] == "flip"
+    assert json.load(open(os.path.join(exported["path"], sig.MODEL_CARD_FILE)))["tta"] == "none"
+    assert exported_tta["result"]["gate"]["parity_max_abs_difference"] <= 1e-4
+
+
+# --- ram:// -------------------------------------------------------------------------------
+
+LOCAL_CALLS = [(os, name) for name in ("open", "makedirs", "mkdir", "rename", "replace", "listdir", "scandir",
+                                       "stat", "remove", "rmdir", "walk")]
+
+
+def test_export_and_publish_on_ram_use_no_os_call(exported, tmp_path, monkeypatch):
+    """Everything export/publish touches goes through tf.io.gfile: TF's in-memory ram://
+    filesystem works, nothing lands on the local disk, and no os call sees a ram:// path."""
+    import builtins
+    import shutil
+
+    from model_api.session_bundle import SessionBundle
+
+    def guard(module, name):
+        original = getattr(module, name)
+
+        def checked(*args, **kwargs):
+            first = args[0] if args else None
+            if isinstance(first, (str, bytes, os.PathLike)) and "ram:" in str(os.fspath(first)):
+                raise AssertionError(f"{module.__name__}.{name} called on {first}")
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, checked)
+
+    for module, name in LOCAL_CALLS + [(builtins, "open"), (shutil, "rmtree"), (shutil, "copytree")]:
+        guard(module, name)
+    monkeypatch.chdir(tmp_path)
+    base = f"ram://export-{os.getpid()}/models"
+    config = dataclasses.replace(exported["config"], model_base_path=base, tta="flip")
+    result = export.export_from_training(config, exported["clf"].model, exported["data"], fake_metrics(exported["data"]))
+    monkeypatch.undo()
+    assert result["path"] == f"{base}/pets/1" and list_versions(f"{base}/pets") == [1]
+    assert result["gate"]["parity_max_abs_difference"] <= 1e-4 and result["gate"]["warmup_requests"] > 0
+    card = json.loads(tf.io.gfile.GFile(f"{base}/pets/1/{sig.MODEL_CARD_FILE}").read())
+    assert card["version"] == 1 and card["tta"] == "flip"
+    assert tf.io.gfile.GFile(f"{base}/pets/1/{sig.LABELS_FILE}").read().split() == ["cat", "dog"]
+    bundle = SessionBundle(f"{base}/pets/1")
     try:
-        return publish.publish(str(base), "m", write or default_write, gate, version=version, keep=keep,
-                               serving_config=serving_config)
+        out = bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: np.array([encode(_picture(), "PNG")], object)})
+        assert out[sig.OUTPUT_PROBABILITIES].shape == (1, 2)
     finally:
-        publish.check_servable = original
-
-
-def test_versions_count_up_from_the_highest_present(tmp_path):
-    assert _publish(tmp_path)["version"] == 1
-    (tmp_path / "m" / "7").mkdir()
-    assert _publish(tmp_path)["version"] == 8
-    assert list_versions(tmp_path / "m") == [1, 7, 8]
-
-
-def test_export_refuses_to_overwrite_a_version(tmp_path):
-    _publish(tmp_path, version=3)
-    before = os.listdir(tmp_path / "m" / "3")
-    with pytest.raises(publish.PublishError, match="already exists"):
-        _publish(tmp_path, version=3)
-    assert os.listdir(tmp_path / "m" / "3") == before
-
-
-def test_a_failed_gate_leaves_the_base_path_unchanged(tmp_path):
-    _publish(tmp_path, accuracy=0.95)
-    before = sorted(os.listdir(tmp_path / "m"))
-    with pytest.raises(publish.GateFailed, match="accuracy.*0.9000.*below version 1's 0.9500"):
-        _publish(tmp_path, accuracy=0.90)
-    assert sorted(os.listdir(tmp_path / "m")) == before
-    assert _publish(tmp_path, accuracy=0.90, force=True)["gate"]["forced"]
-
-
-def test_min_accuracy_gate(tmp_path):
-    gate = publish.Gate(test_accuracy=0.5, min_accuracy=0.8)
-    with pytest.raises(publish.GateFailed, match="below --min-accuracy"):
-        publish.check_accuracy(gate, str(tmp_path))
-
-
-def test_a_broken_savedmodel_fails_the_servable_check(tmp_path):
-    (tmp_path / "staged").mkdir()
-    with pytest.raises(publish.GateFailed, match="'load'"):
-        publish.check_servable(str(tmp_path / "staged"), publish.Gate(test_accuracy=1.0))
-
-
-def test_keep_prunes_old_versions_but_never_a_labelled_one(tmp_path):
-    for _ in range(4):
-        _publish(tmp_path)
-    config = tmp_path / "models.config"
-    config.write_text(textwrap.dedent("""
-        model_config_list { config { name: "m" base_path: "/models/m" model_platform: "tensorflow"
-          version_labels { key: "stable" value: 1 } } }"""))
-    result = _publish(tmp_path, keep=2, serving_config=str(config))
-    assert result["removed_versions"] == [2, 3]
-    assert list_versions(tmp_path / "m") == [1, 4, 5]
-
-
-def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path):
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(REPO)!r})
-        from training import publish
-        def write(directory, version):
-            os.makedirs(directory)
-            open(os.path.join(directory, "saved_model.pb"), "wb").write(b"x" * 1000)
-            os.kill(os.getpid(), signal.SIGKILL)  # dies half-way through writing
-        publish.publish({str(tmp_path)!r}, "m", write, publish.Gate(test_accuracy=1.0))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
-    assert result.returncode == -9
-    leftovers = os.listdir(tmp_path / "m")
-    assert list_versions(tmp_path / "m") == [] and len(leftovers) == 1 and leftovers[0].startswith(".staging-")
-    assert _publish(tmp_path)["version"] == 1
-    assert os.listdir(tmp_path / "m") == ["1"], "the next export removes the stale staging folder"
+        bundle.close()
+    assert os.listdir(tmp_path) == [], "nothing was written to the local disk"
+    storage.remove_tree(f"ram://export-{os.getpid()}")

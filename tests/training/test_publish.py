@@ -1,0 +1,269 @@
+"""Publishing: versions, the publish lock, owned staging folders, no-replace placement,
+two exporters at once, and the same protocol on TF's in-memory ram:// filesystem."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+
+import pytest
+import tensorflow as tf
+
+from model_api import signature as sig
+from model_api.versions import list_versions
+from tests.conftest import REPO
+from training import locking, publish, storage
+
+IDENTITY = {"kind": "folder", "fingerprint": "sha256:same-photos"}
+PARTS = 5  # files a fake servable holds besides saved_model.pb
+
+
+def fake_servable(writer: str, accuracy: float = 0.9, pause: float = 0.0):
+    """A write() that puts a small, recognisable version on any tf.io.gfile path."""
+    import time
+
+    def write(directory, version):
+        storage.write_json(tf.io.gfile.join(directory, sig.MODEL_CARD_FILE),
+                           {"data_identity": IDENTITY, "split": {"s": 1}, "test_metrics": {"accuracy": accuracy},
+                            "writer": writer, "version": version})
+        for i in range(PARTS):
+            storage.write_text(tf.io.gfile.join(directory, "variables", f"part-{i}"), writer)
+            time.sleep(pause)
+        storage.write_text(tf.io.gfile.join(directory, storage.SAVED_MODEL_FILE), writer)
+    return write
+
+
+@pytest.fixture
+def no_servable_check(monkeypatch):
+    """These tests are about the file system; the servable gate has its own tests."""
+    monkeypatch.setattr(publish, "check_servable", lambda staged, gate: {})
+
+
+def _publish(base, accuracy=0.9, version=None, write=None, force=False, keep=0, serving_config=None):
+    gate = publish.Gate(test_accuracy=accuracy, data_identity=IDENTITY, split={"s": 1}, force=force)
+    return publish.publish(str(base), "m", write or fake_servable("t", accuracy), gate, version=version, keep=keep,
+                           serving_config=serving_config)
+
+
+def entries(model_dir) -> list[str]:
+    """What TF Serving and people see in a model directory, without the lock file."""
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(str(model_dir)) if n.rstrip("/") != locking.LOCK_FILE)
+
+
+def assert_complete(version_path: str, writer: str | None = None) -> str:
+    """Every file of a fake servable is there and written by one writer; returns that writer."""
+    join = tf.io.gfile.join
+    card = storage.read_json(join(version_path, sig.MODEL_CARD_FILE))
+    writer = writer or card["writer"]
+    for name in [f"variables/part-{i}" for i in range(PARTS)] + [storage.SAVED_MODEL_FILE]:
+        with tf.io.gfile.GFile(join(version_path, name)) as f:
+            assert f.read() == writer, f"{version_path}/{name} was not written by {writer}"
+    return writer
+
+
+def test_versions_count_up_from_the_highest_present(tmp_path, no_servable_check):
+    assert _publish(tmp_path)["version"] == 1
+    (tmp_path / "m" / "7").mkdir()
+    assert _publish(tmp_path)["version"] == 8
+    assert list_versions(tmp_path / "m") == [1, 7, 8]
+
+
+def test_export_refuses_to_overwrite_a_version(tmp_path, no_servable_check):
+    _publish(tmp_path, version=3)
+    before = os.listdir(tmp_path / "m" / "3")
+    with pytest.raises(publish.PublishError, match="already exists"):
+        _publish(tmp_path, version=3)
+    assert os.listdir(tmp_path / "m" / "3") == before
+
+
+def test_a_failed_gate_leaves_the_base_path_unchanged(tmp_path, no_servable_check):
+    _publish(tmp_path, accuracy=0.95)
+    before = entries(tmp_path / "m")
+    with pytest.raises(publish.GateFailed, match="accuracy.*0.9000.*below version 1's 0.9500"):
+        _publish(tmp_path, accuracy=0.90)
+    assert entries(tmp_path / "m") == before
+    assert _publish(tmp_path, accuracy=0.90, force=True)["gate"]["forced"]
+
+
+def test_keep_prunes_old_versions_but_never_a_labelled_one(tmp_path, no_servable_check):
+    for _ in range(4):
+        _publish(tmp_path)
+    config = tmp_path / "models.config"
+    config.write_text(textwrap.dedent("""
+        model_config_list { config { name: "m" base_path: "/models/m" model_platform: "tensorflow"
+          version_labels { key: "stable" value: 1 } } }"""))
+    result = _publish(tmp_path, keep=2, serving_config=str(config))
+    assert result["removed_versions"] == [2, 3]
+    assert list_versions(tmp_path / "m") == [1, 4, 5]
+    assert entries(tmp_path / "m") == ["1", "4", "5"], "no trash folder is left behind"
+
+
+def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path, no_servable_check):
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from training import publish
+        def write(directory, version):
+            os.makedirs(directory)
+            open(os.path.join(directory, "saved_model.pb"), "wb").write(b"x" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)  # dies half-way through writing
+        publish.publish({str(tmp_path)!r}, "m", write, publish.Gate(test_accuracy=1.0))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == -9
+    leftovers = entries(tmp_path / "m")
+    assert list_versions(tmp_path / "m") == [] and len(leftovers) == 1 and leftovers[0].startswith(".staging-")
+    assert locking.owner_of(leftovers[0]).pid > 0, "the staging folder names its owner"
+    assert _publish(tmp_path)["version"] == 1, "the lock died with its process"
+    assert entries(tmp_path / "m") == ["1"], "the next export removes the abandoned staging folder"
+
+
+def test_a_live_exporters_staging_folder_is_left_alone(tmp_path, no_servable_check):
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = locking.Owner.new().host
+        live = tmp_path / "m" / locking.Owner(host, alive.pid, "0123abcd").staging_name()
+        other_process_of_ours = tmp_path / "m" / locking.Owner(host, os.getpid(), "feedbeef").staging_name()
+        legacy = tmp_path / "m" / ".staging-3-1a2b3c4d"  # the format before owners were recorded
+        for folder in (live, other_process_of_ours, legacy):
+            folder.mkdir(parents=True)
+        _publish(tmp_path)
+        assert live.exists(), "a running exporter's work must survive"
+        assert not other_process_of_ours.exists() and not legacy.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    _publish(tmp_path)
+    assert not live.exists(), "once its owner is gone it is abandoned"
+
+
+def test_placement_never_lands_on_a_version_created_meanwhile(tmp_path, no_servable_check):
+    """rename(2) onto an empty directory succeeds; the publish must refuse instead."""
+    def write_then_race(directory, version):
+        fake_servable("late")(directory, version)
+        (tmp_path / "m" / str(version)).mkdir()  # someone else creates the version meanwhile
+
+    with pytest.raises(publish.PublishError, match="appeared .* while exporting; not overwritten"):
+        _publish(tmp_path, write=write_then_race)
+    assert os.listdir(tmp_path / "m" / "1") == [], "the other version is untouched"
+    assert entries(tmp_path / "m") == ["1"], "and our staging folder is gone"
+
+
+TWO_EXPORTERS = textwrap.dedent("""
+    import json, os, sys, time
+    sys.path.insert(0, {repo!r})
+    from tests.training.test_publish import IDENTITY, fake_servable
+    from training import publish
+    publish.check_servable = lambda staged, gate: {{}}
+    base, me, other = sys.argv[1], sys.argv[2], sys.argv[3]
+    open(os.path.join(base, me + ".ready"), "w").close()
+    while not os.path.exists(os.path.join(base, other + ".ready")):  # start together
+        time.sleep(0.01)
+    gate = publish.Gate(test_accuracy=0.9, data_identity=IDENTITY, split={{"s": 1}})
+    result = publish.publish(base, "m", fake_servable(me, pause=0.1), gate)
+    print("RESULT " + json.dumps(result))
+""")
+
+
+def test_two_exporters_at_once_publish_two_complete_distinct_versions(tmp_path):
+    script = TWO_EXPORTERS.format(repo=str(REPO))
+    exporters = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), me, other], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for me, other in (("a", "b"), ("b", "a"))]
+    outputs = [p.communicate(timeout=300)[0] for p in exporters]
+    assert [p.returncode for p in exporters] == [0, 0], outputs
+    results = [json.loads(line[len("RESULT "):]) for out in outputs for line in out.splitlines()
+               if line.startswith("RESULT ")]
+    assert sorted(r["version"] for r in results) == [1, 2]
+    assert list_versions(tmp_path / "m") == [1, 2]
+    writers = {assert_complete(str(tmp_path / "m" / str(v))) for v in (1, 2)}
+    assert writers == {"a", "b"}, "each exporter's version is whole and its own"
+    assert entries(tmp_path / "m") == ["1", "2"], "no staging folder is left"
+    assert sum("waiting for the publish lock" in out for out in outputs) == 1, outputs
+
+
+# --- ram:// : no atomic rename, no os calls -------------------------------------------------
+
+@pytest.fixture
+def ram_base():
+    base = f"ram://publish-{uuid.uuid4().hex[:8]}/models"
+    yield base
+    if tf.io.gfile.exists(base):
+        storage.remove_tree(base)
+
+
+def test_publish_on_ram_copies_into_place_with_saved_model_pb_last(ram_base, no_servable_check, monkeypatch):
+    copied = []
+    original = tf.io.gfile.copy
+
+    def spy(source, target, overwrite=False):
+        copied.append(target)
+        return original(source, target, overwrite=overwrite)
+
+    monkeypatch.setattr(tf.io.gfile, "copy", spy)
+    result = _publish(ram_base)
+    assert result["version"] == 1 and result["path"] == f"{ram_base}/m/1"
+    assert list_versions(f"{ram_base}/m") == [1]
+    assert_complete(f"{ram_base}/m/1", "t")
+    assert copied[-1] == f"{ram_base}/m/1/{storage.SAVED_MODEL_FILE}", "saved_model.pb is the completion marker"
+    assert len(copied) == PARTS + 2
+    assert entries(f"{ram_base}/m") == ["1"]
+
+
+def test_ram_versions_count_up_refuse_overwrite_and_prune(ram_base, no_servable_check):
+    for expected in (1, 2, 3):
+        assert _publish(ram_base)["version"] == expected
+    with pytest.raises(publish.PublishError, match="already exists"):
+        _publish(ram_base, version=2)
+    assert _publish(ram_base, keep=2)["removed_versions"] == [1, 2]
+    assert list_versions(f"{ram_base}/m") == [3, 4]
+    assert not tf.io.gfile.exists(f"{ram_base}/m/1/{storage.SAVED_MODEL_FILE}")
+
+
+def test_two_exporters_on_ram_publish_two_complete_distinct_versions(ram_base, no_servable_check):
+    results, errors = {}, []
+    barrier = threading.Barrier(2)
+
+    def exporter(me):
+        try:
+            barrier.wait()
+            gate = publish.Gate(test_accuracy=0.9, data_identity=IDENTITY, split={"s": 1})
+            results[me] = publish.publish(ram_base, "m", fake_servable(me, pause=0.05), gate)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=exporter, args=(me,)) for me in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert sorted(r["version"] for r in results.values()) == [1, 2]
+    assert {assert_complete(f"{ram_base}/m/{v}") for v in (1, 2)} == {"a", "b"}
+    assert entries(f"{ram_base}/m") == ["1", "2"]
+
+
+def test_the_lease_lock_makes_a_second_owner_wait_and_takes_over_an_expired_lease(ram_base):
+    path = f"{ram_base}/lease"
+    first, second = locking.Owner.new(), locking.Owner.new()
+    order, messages = [], []
+    import time
+
+    def take(owner, hold):
+        with locking._lease_lock(path, owner, time.monotonic() + 30, messages.append, settle=0.05):
+            order.append(owner.token)
+            time.sleep(hold)
+
+    holder = threading.Thread(target=take, args=(first, 0.5))
+    holder.start()
+    time.sleep(0.2)
+    take(second, 0)
+    holder.join()
+    assert order == [first.token, second.token]
+    assert any("waiting for the publish lease" in m for m in messages)
+    assert not tf.io.gfile.exists(path), "released leases are removed"
+    storage.write_text(path, json.dumps({"host": "gone", "pid": 1, "token": "dead", "expires": time.time() - 1}))
+    take(second, 0)  # an expired lease (its owner died) does not block forever
+    assert order[-1] == second.token
