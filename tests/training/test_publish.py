@@ -267,3 +267,25 @@ def test_the_lease_lock_makes_a_second_owner_wait_and_takes_over_an_expired_leas
     storage.write_text(path, json.dumps({"host": "gone", "pid": 1, "token": "dead", "expires": time.time() - 1}))
     take(second, 0)  # an expired lease (its owner died) does not block forever
     assert order[-1] == second.token
+
+
+def test_an_export_that_cannot_get_the_lock_in_time_publishes_nothing(tmp_path, no_servable_check):
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with locking.publish_lock(str(tmp_path / "m"), locking.Owner.new(), say=lambda message: None):
+            held.set()
+            release.wait(30)
+
+    (tmp_path / "m").mkdir()
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        held.wait(10)
+        gate = publish.Gate(test_accuracy=0.9, data_identity=IDENTITY, split={"s": 1})
+        with pytest.raises(publish.PublishError, match="publish lock"):
+            publish.publish(str(tmp_path), "m", fake_servable("late"), gate, lock_timeout=0.3)
+    finally:
+        release.set()
+        thread.join()
+    assert entries(tmp_path / "m") == []
