@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model_api.session_bundle import BundleError, SessionBundle
+from model_api.session_bundle import SessionBundle
 from serving.batching import BatchQueue, BatchScheduler
 
 
@@ -58,6 +58,3 @@ class Servable:
         Session is freed with the last reference, so an unload never fails a request in flight."""
         for queue in self.queues.values():
             self.scheduler.remove_queue(queue)
-
-
-__all__ = ["BundleError", "Servable"]

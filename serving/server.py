@@ -57,7 +57,11 @@ class LocalServer:
         self._executor = ThreadPoolExecutor(max_workers=rest_threads or threads, thread_name_prefix="rest")
 
     def start(self) -> "LocalServer":
-        self.registry.start()  # raises StartupError when a model cannot be served
+        try:
+            self.registry.start()  # raises StartupError when a model cannot be served
+        except BaseException:
+            self.registry.stop()
+            raise
         credentials = grpc_credentials(self.tls) if self.tls else None
         self._grpc, self.grpc_port = build_grpc_server(self.registry, f"{self.host}:{self.grpc_port}",
                                                        self.max_request_bytes, self.threads, credentials)
