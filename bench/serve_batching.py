@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         print(f"no version of {args.model} under {args.model_base_path}")
         return 2
     version_dir = os.path.join(args.model_base_path, args.model, str(versions[-1]))
-    print(f"model {args.model} version {versions[-1]}, {len(images)} distinct images, {os.cpu_count()} CPUs", flush=True)
+    print(f"model {args.model} version {versions[-1]}, {len(images)} distinct images, {os.cpu_count()} CPUs",
+          flush=True)
 
     in_process = in_process_images_per_second(version_dir, [data for _, data in images], args.in_process_batch,
                                               args.in_process_rounds)

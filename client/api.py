@@ -47,13 +47,15 @@ class ModelClient:
         self.concurrency = max(1, concurrency)
 
     @classmethod
-    def grpc(cls, target: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1, **options) -> "ModelClient":
+    def grpc(cls, target: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1,
+             **options) -> "ModelClient":
         from client.transport_grpc import GrpcTransport
 
         return cls(GrpcTransport(target, CallOptions(model=model, **options)), batch_size, concurrency)
 
     @classmethod
-    def rest(cls, base_url: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1, **options) -> "ModelClient":
+    def rest(cls, base_url: str, model: str, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 1,
+             **options) -> "ModelClient":
         from client.transport_rest import RestTransport
 
         return cls(RestTransport(base_url, CallOptions(model=model, **options)), batch_size, concurrency)

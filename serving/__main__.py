@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
                              load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
-                             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models)
+                             allow_version_labels_for_unavailable_models=(
+                                 args.allow_version_labels_for_unavailable_models))
     server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
                          max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
                          rest_threads=args.rest_api_num_threads, tls=tls,
