@@ -103,3 +103,38 @@ def test_serving_modules_only_import_lower_layers():
     for path in files:
         for imported in _serving_imports(path):
             assert level[imported] < level[path.stem], f"serving/{path.name} imports higher layer {imported}"
+
+
+# --- warmup --------------------------------------------------------------------------------------
+
+def write_warmup(version_dir: pathlib.Path, logs) -> None:
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(version_dir / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+
+
+def warmup_copy(model_base, tmp_path) -> pathlib.Path:
+    import shutil
+
+    copy = tmp_path / "1"
+    shutil.copytree(model_base / "pets" / "1", copy)
+    return copy
+
+
+def test_warmup_replays_predict_logs_and_refuses_more_than_tf_servings_maximum(model_base, tmp_path, monkeypatch):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving import warmup
+    from serving.errors import ServingError
+
+    copy = warmup_copy(model_base, tmp_path)
+    servable = Servable.load("pets", 1, str(copy))
+    assert warmup.replay_warmup(servable) > 0, "the exporter writes warmup records"
+    monkeypatch.setattr(warmup, "MAX_NUM_RECORDS", 1)
+    with pytest.raises(ServingError, match=r"Number of warmup records exceeds the maximum \(1\)"):
+        warmup.replay_warmup(servable)
+    write_warmup(copy, [prediction_log_pb2.PredictionLog(classify_log={})])
+    with pytest.raises(ServingError, match="Unsupported log_type for warmup: classify_log"):
+        warmup.replay_warmup(servable)
