@@ -156,8 +156,8 @@ def model_card(config: TrainConfig, metrics: dict, version: int, identity: dict)
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "signature": {"name": sig.SERVING_DEFAULT, "input": sig.INPUT_IMAGE_BYTES, "outputs": list(sig.OUTPUT_KEYS),
-                      "max_pixels": config.max_pixels, "tta": config.tta},
-        "tta": config.tta,
+                      "max_pixels": config.max_pixels},
+        "tta": config.tta,  # test-time augmentation inside the signature: "none" or "flip"
     }
 
 
