@@ -1,0 +1,156 @@
+"""Regularization and schedule options beyond the tutorial; each is off by default.
+
+- Learning-rate schedule per phase (`--lr-schedule cosine|step`): the phase's rate times a
+  factor of the epoch within the phase, set at each epoch's start by Keras'
+  LearningRateScheduler. A function of the epoch alone, so a resumed phase continues it.
+- Early stopping on validation loss with the best weights restored (`--early-stopping-patience`).
+  Keras' EarlyStopping keeps its state and best weights in memory, which a killed job loses;
+  here the state is derived from the phase's checkpointed history (its val_loss per epoch) and
+  the best weights are variables saved in the phase's checkpoint (`best_weights`), so a
+  resumed phase stops where an uninterrupted one would, with the same weights.
+- Dropout before the head (`--dropout`): `HeadDropout`, active only inside a training step.
+  The model runs every layer in inference mode (InferenceModeModel, so that BatchNormalization
+  keeps its ImageNet statistics as in the tutorial), which would switch a Keras Dropout off for
+  good; `training_step(True)` is how the model tells this layer it is training. Its random state
+  goes into the phase checkpoint too (`random_state`), so resumed epochs draw the same masks.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import keras
+import tensorflow as tf
+
+SCHEDULES = ("constant", "cosine", "step")
+STEP_MILESTONES = (0.5, 0.75)  # step: x0.1 after half the phase's epochs, x0.01 after three quarters
+
+
+# --- learning-rate schedule ---------------------------------------------------------------------------
+
+def learning_rate_factor(schedule: str, epoch_in_phase: int, phase_epochs: int) -> float:
+    """The multiplier of the phase's learning rate in its epoch `epoch_in_phase` (0-based)."""
+    if schedule == "constant" or phase_epochs <= 0:
+        return 1.0
+    progress = epoch_in_phase / phase_epochs
+    if schedule == "cosine":  # from 1 at the first epoch down towards 0 (never reached: the last epoch is E-1)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.1 ** sum(progress >= milestone for milestone in STEP_MILESTONES)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
+
+
+def schedule_callback(schedule: str, learning_rate: float, first_epoch: int, phase_epochs: int):
+    """Keras' LearningRateScheduler for one phase (epochs are counted over the job), or None."""
+    if schedule == "constant":
+        return None
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, _current: learning_rate * learning_rate_factor(schedule, epoch - first_epoch, phase_epochs))
+
+
+# --- early stopping -------------------------------------------------------------------------------------
+
+def best_epoch(val_losses: list[float]) -> int:
+    """Index of the lowest validation loss (the first one on ties), as Keras' EarlyStopping picks it."""
+    return min(range(len(val_losses)), key=lambda i: (val_losses[i], i))
+
+
+def has_stopped(val_losses: list[float], patience: int) -> bool:
+    """`patience` epochs in a row without a new lowest validation loss."""
+    return patience > 0 and bool(val_losses) and len(val_losses) - 1 - best_epoch(val_losses) >= patience
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops the phase after `patience` epochs without a lower val_loss; `restore_best()` loads the best weights.
+
+    `history` is the phase's history dict that the checkpoint callback appends to (this
+    callback must run before it, so the best weights it copies are saved with the epoch).
+    """
+
+    def __init__(self, patience: int, variables, history: dict):
+        super().__init__()
+        self.patience = patience
+        self.variables = list(variables)
+        self.history = history
+        # Copies of the trainable variables at the best epoch so far; saved in the phase checkpoint.
+        self.best_weights = [tf.Variable(_value(v), trainable=False, name=f"best_{i}")
+                             for i, v in enumerate(self.variables)]
+
+    def stopped(self) -> bool:
+        return has_stopped(self.history.get("val_loss", []), self.patience)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if "val_loss" not in (logs or {}):
+            raise ValueError("early stopping needs validation images (the validation split is empty)")
+        losses = [*self.history.get("val_loss", []), float(logs["val_loss"])]
+        if best_epoch(losses) == len(losses) - 1:
+            for best, variable in zip(self.best_weights, self.variables):
+                best.assign(_value(variable))
+        if has_stopped(losses, self.patience):
+            self.model.stop_training = True
+
+    def restore_best(self) -> int | None:
+        """Load the best epoch's weights into the model; the phase's epoch index that had them."""
+        losses = self.history.get("val_loss", [])
+        if not losses:
+            return None
+        for best, variable in zip(self.best_weights, self.variables):
+            variable.assign(best)
+        return best_epoch(losses)
+
+
+def _value(variable):
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+# --- dropout before the head ------------------------------------------------------------------------------
+
+_TRAINING_STEP: list[bool] = []  # a stack: read while tracing, so a plain module value, not a thread-local
+
+
+@contextlib.contextmanager
+def training_step(active: bool):
+    """Inside: HeadDropout layers drop (when `active`). InferenceModeModel.call enters it with fit's flag."""
+    _TRAINING_STEP.append(bool(active))
+    try:
+        yield
+    finally:
+        _TRAINING_STEP.pop()
+
+
+def in_training_step() -> bool:
+    return bool(_TRAINING_STEP) and _TRAINING_STEP[-1]
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class HeadDropout(keras.layers.Layer):
+    """keras.layers.Dropout that ignores the `training` argument and drops inside `training_step(True)`."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        if self.rate <= 0 or not in_training_step():
+            return inputs
+        return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def random_state(model: keras.Model) -> list:
+    """The random-number state of the model's HeadDropout layers, for the phase checkpoint."""
+    return [layer.seed_generator.state for layer in _all_layers(model) if isinstance(layer, HeadDropout)]
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
