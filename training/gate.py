@@ -171,11 +171,15 @@ def _warmup_records(path: str) -> list[bytes]:
 def replay_warmup(bundle: SessionBundle, path: str) -> int:
     """Run every PredictLog record as TF Serving's RunPredict would: by tensor names."""
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
     from tensorflow_serving.apis import prediction_log_pb2
 
     records = _warmup_records(path)
     for number, record in enumerate(records, start=1):
-        log = prediction_log_pb2.PredictionLog.FromString(record)
+        try:
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+        except DecodeError:
+            raise GateFailed("warmup", f"warmup record {number} is not a PredictionLog") from None
         kind = log.WhichOneof("log_type")
         if kind != "predict_log":
             raise GateFailed("warmup", f"warmup record {number} is a {kind}; this exporter writes predict logs")

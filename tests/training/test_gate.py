@@ -77,6 +77,14 @@ def test_a_warmup_record_that_fails_in_the_session_is_refused(staged, cat_jpeg):
         check_servable(str(staged), Gate(test_accuracy=1.0))
 
 
+def test_a_warmup_record_that_is_not_a_prediction_log_is_refused(staged):
+    (staged / sig.WARMUP_FILE).unlink()
+    with tf.io.TFRecordWriter(str(staged / sig.WARMUP_FILE)) as writer:
+        writer.write(b"\xff not a protobuf")
+    with pytest.raises(GateFailed, match=r"'warmup'.*record 1 is not a PredictionLog"):
+        check_servable(str(staged), Gate(test_accuracy=1.0))
+
+
 def test_a_missing_warmup_file_is_refused(staged):
     (staged / sig.WARMUP_FILE).unlink()
     with pytest.raises(GateFailed, match=r"'warmup'.*no warmup file"):
