@@ -104,8 +104,9 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
 def _process_lock(model_dir: str) -> threading.Lock:
+    key = os.path.realpath(model_dir) if storage.is_local(model_dir) else model_dir.rstrip("/")
     with _PROCESS_LOCKS_GUARD:
-        return _PROCESS_LOCKS.setdefault(model_dir.rstrip("/"), threading.Lock())
+        return _PROCESS_LOCKS.setdefault(key, threading.Lock())
 
 
 @contextlib.contextmanager
