@@ -69,7 +69,11 @@ class SessionBundle:
         self.meta_graph = meta_graph
         self.signature_defs = dict(meta_graph.signature_def)
         self._closed = threading.Event()
-        self._check_signature_tensors()
+        try:
+            self._check_signature_tensors()
+        except BundleError:
+            self.close()  # a refused bundle must not keep its Session (and graph) alive
+            raise
 
     def _check_signature_tensors(self) -> None:
         """Every tensor a SignatureDef names must exist in the graph (TF Serving fails the request)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import grpc
 
 from model_api.status import code_name, http_status
+from model_api.tf_errors import clean_tf_message
 
 
 class ServingError(Exception):
@@ -42,16 +43,6 @@ def internal(message: str) -> ServingError:
 def with_code(name: str, message: str) -> ServingError:
     """A ServingError from a canonical code name ("NOT_FOUND", ...)."""
     return ServingError(grpc.StatusCode[name], message)
-
-
-_NOISE = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
-
-
-def clean_tf_message(message: str) -> str:
-    """TF's error text minus the Python-side preamble and the failing node's name."""
-    message = message.split("\n\t [[")[0]
-    lines = [line for line in message.splitlines() if line.strip() and not line.startswith(_NOISE)]
-    return " ".join(lines).strip() or message.strip()
 
 
 def from_tf_error(err) -> ServingError:

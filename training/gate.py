@@ -19,12 +19,13 @@ import numpy as np
 
 from model_api import signature as sig
 from model_api.session_bundle import BundleError, SessionBundle
+from model_api.tf_errors import clean_tf_message
 from model_api.versions import join, list_versions
+from model_api.warmup import WarmupError, read_predict_requests
 from training import data_identity, storage
 from training.decision import probabilities_from_logits
 
 PARITY_TOLERANCE = 1e-4
-MAX_WARMUP_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
 
 
 class GateFailed(RuntimeError):
@@ -49,12 +50,8 @@ class Gate:
 
 
 def _reason(err: BaseException, limit: int = 300) -> str:
-    """What went wrong, in one line: TF's text without its "Graph execution error" preamble
-    and the failing node's name (the assertion text says what was wrong with the input)."""
-    text = str(getattr(err, "message", None) or err).split("\n\t [[")[0]
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip() and not line.startswith(("Graph execution error", "Detected at node"))]
-    return f"{type(err).__name__}: {' '.join(lines)[:limit]}"
+    """What went wrong, in one line (model_api/tf_errors.py drops TF's preamble and node name)."""
+    return f"{type(err).__name__}: {clean_tf_message(str(getattr(err, 'message', None) or err))[:limit]}"
 
 
 # --- 1. accuracy ------------------------------------------------------------------------
@@ -155,35 +152,26 @@ def check_signatures(signature_defs: dict) -> None:
         raise GateFailed("signature", f"no {sig.PREDICT_IMAGES} SignatureDef")
 
 
-def _warmup_records(path: str) -> list[bytes]:
+def _warmup_requests(path: str) -> list:
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
         raise GateFailed("warmup", f"no warmup file {sig.WARMUP_FILE}")
-    records = [record.numpy() for record in tf.data.TFRecordDataset(path)]
-    if not records:
+    try:
+        requests = read_predict_requests(path)
+    except WarmupError as err:  # TF Serving would refuse to load such a version
+        raise GateFailed("warmup", str(err)) from None
+    if not requests:
         raise GateFailed("warmup", "the warmup file holds no requests")
-    if len(records) > MAX_WARMUP_RECORDS:  # TF Serving refuses to load such a version
-        raise GateFailed("warmup", f"{len(records)} warmup records, TF Serving allows {MAX_WARMUP_RECORDS}")
-    return records
+    return requests
 
 
 def replay_warmup(bundle: SessionBundle, path: str) -> int:
     """Run every PredictLog record as TF Serving's RunPredict would: by tensor names."""
     import tensorflow as tf
-    from google.protobuf.message import DecodeError
-    from tensorflow_serving.apis import prediction_log_pb2
 
-    records = _warmup_records(path)
-    for number, record in enumerate(records, start=1):
-        try:
-            log = prediction_log_pb2.PredictionLog.FromString(record)
-        except DecodeError:
-            raise GateFailed("warmup", f"warmup record {number} is not a PredictionLog") from None
-        kind = log.WhichOneof("log_type")
-        if kind != "predict_log":
-            raise GateFailed("warmup", f"warmup record {number} is a {kind}; this exporter writes predict logs")
-        request = log.predict_log.request
+    requests = _warmup_requests(path)
+    for number, request in enumerate(requests, start=1):
         name = request.model_spec.signature_name or sig.SERVING_DEFAULT
         signature = bundle.signature_defs.get(name)
         if signature is None:
@@ -197,7 +185,7 @@ def replay_warmup(bundle: SessionBundle, path: str) -> int:
         except Exception as err:  # noqa: BLE001 - TF Serving would refuse to load the version
             raise GateFailed("warmup", f"warmup record {number} failed in TF Serving's session path: "
                                        f"{_reason(err)}") from None
-    return len(records)
+    return len(requests)
 
 
 def check_parity(bundle: SessionBundle, images: list[bytes], reference_logits: np.ndarray) -> dict:

@@ -81,7 +81,7 @@ def test_a_warmup_record_that_is_not_a_prediction_log_is_refused(staged):
     (staged / sig.WARMUP_FILE).unlink()
     with tf.io.TFRecordWriter(str(staged / sig.WARMUP_FILE)) as writer:
         writer.write(b"\xff not a protobuf")
-    with pytest.raises(GateFailed, match=r"'warmup'.*record 1 is not a PredictionLog"):
+    with pytest.raises(GateFailed, match=r"'warmup'.*record 1 .*not a PredictionLog"):
         check_servable(str(staged), Gate(test_accuracy=1.0))
 
 
