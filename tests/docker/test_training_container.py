@@ -67,8 +67,8 @@ def run_train_job(image: str, mounts: list[str], kill_after_phase_2_epochs: int 
         for line in process.stdout:
             run.lines.append(line.rstrip("\n"))
             if kill_after_phase_2_epochs and not run.killed and len(run.phase_2_epochs()) >= kill_after_phase_2_epochs:
-                docker("kill", name)  # SIGKILL, as a preempted node would
-                run.killed = True
+                # SIGKILL, as a preempted node would; refused if the job has already ended.
+                run.killed = docker("kill", name, check=False).returncode == 0
         run.returncode = process.wait()
         run.seconds = time.monotonic() - started
     finally:
