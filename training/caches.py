@@ -43,9 +43,13 @@ class Caches:
                 "shard": [self.shard.index, self.shard.count], "settings": self.settings}
 
     def _runner(self, model: keras.Model):
+        """model(x) traced once for any batch size. Inputs are cast to the model's input dtype
+        first: under mixed precision a float16 trunk output feeds a float32 Input, which the
+        next layer casts back to float16 (lossless both ways, as in the uncut model)."""
         if id(model) not in self._runners:
             source = tf.TensorSpec([None, *model.input.shape[1:]], tf.as_dtype(model.input.dtype))
-            self._runners[id(model)] = tf.function(lambda x: model(x, training=False), input_signature=[source])
+            traced = tf.function(lambda x: model(x, training=False), input_signature=[source])
+            self._runners[id(model)] = lambda x: traced(tf.cast(x, source.dtype))
         return self._runners[id(model)]
 
     def outputs(self, name: str, split_name: str, model: keras.Model, source_batches: Callable[[], tf.data.Dataset],
