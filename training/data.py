@@ -1,11 +1,13 @@
 """Datasets of (uint8 RGB image, int label): from TFDS or from a folder per class.
 
 Undecodable or empty image files are skipped and counted per split; they never crash
-the job. The split of an image folder is 80/10/10, stratified by class, seeded.
+the job. The split of an image folder is 80/10/10, stratified by class, seeded. The folder is
+listed and read through tf.io.gfile, so it may be local, gs://, s3:// or ram://.
 """
 from __future__ import annotations
 
 import os
+import posixpath
 import random
 from dataclasses import dataclass, field
 
@@ -51,20 +53,28 @@ def load(config: TrainConfig) -> Datasets:
 
 # --- image folder -----------------------------------------------------------------------
 
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*parts) if _is_remote(parts[0]) else os.path.join(*parts)
+
+
 def list_image_folder(data_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names (sorted sub-folders) and (path, label) for every non-hidden file."""
-    if not os.path.isdir(data_dir):
+    if not tf.io.gfile.isdir(data_dir):
         raise DataError(f"data directory not found: {data_dir}")
-    class_names = sorted(e.name for e in os.scandir(data_dir) if e.is_dir() and not e.name.startswith("."))
+    class_names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(data_dir)
+                         if not name.startswith(".") and tf.io.gfile.isdir(_join(data_dir, name.rstrip("/"))))
     if len(class_names) < 2:
         raise DataError(f"{data_dir} needs one sub-folder per class and at least 2 classes; "
                         f"found {len(class_names)} ({', '.join(class_names) or 'none'})")
     files = []
     for label, name in enumerate(class_names):
-        class_dir = os.path.join(data_dir, name)
-        for root, dirs, names in os.walk(class_dir):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            files.extend((os.path.join(root, n), label) for n in sorted(names) if not n.startswith("."))
+        for root, dirs, names in tf.io.gfile.walk(_join(data_dir, name)):
+            dirs[:] = sorted(d.rstrip("/") for d in dirs if not d.startswith("."))
+            files.extend((_join(root, n), label) for n in sorted(names) if not n.startswith("."))
     counts = {name: sum(1 for _, lab in files if lab == i) for i, name in enumerate(class_names)}
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
@@ -116,7 +126,8 @@ def load_image_folder(data_dir: str, seed: int = 1337, max_images: int = 0) -> D
         files = subsample(files, max_images, seed)
     parts = stratified_split(files, seed)
     splits = [_folder_split(part) for part in parts]
-    return Datasets(*splits, class_names=class_names, source=os.path.abspath(data_dir))
+    return Datasets(*splits, class_names=class_names,
+                    source=data_dir if _is_remote(data_dir) else os.path.abspath(data_dir))
 
 
 def _read_and_decode(path, label):
