@@ -178,3 +178,11 @@ def test_tf_serving_serves_the_published_version_to_the_client(job, serve_image)
         classify_through_the_client(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", jpeg)
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_the_training_image_carries_the_predict_client_for_the_evaluation_job(train_image):
+    # k8s/evaluate-job.yaml runs `predict evaluate` from this image after a deploy.
+    result = docker("run", "--rm", "--network", "none", "--entrypoint", "predict", train_image, "evaluate", "--help",
+                    check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--min-accuracy" in result.stdout
