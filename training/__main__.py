@@ -17,16 +17,14 @@ import time
 from training.config import TrainConfig, from_env_and_args
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path  # gs://, s3://, ram://... go through tf.io.gfile
-
-
 def _keep_caches_in(work_dir: str) -> None:
     """Keras and matplotlib caches go under a local work dir unless the user set them."""
-    if _is_local(work_dir):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from training.storage import is_local
+
+    if is_local(work_dir):  # gs://, s3://, ram://... leave Keras' and matplotlib's defaults
         os.environ.setdefault("KERAS_HOME", os.path.join(os.path.abspath(work_dir), "keras"))
         os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.abspath(work_dir), "matplotlib"))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run(config: TrainConfig) -> dict:
@@ -65,7 +63,8 @@ def run(config: TrainConfig) -> dict:
 
     # 2. Model: MobileNetV2 pretrained on ImageNet + GlobalAveragePooling + Dense logits.
     with runtime.strategy.scope():
-        classifier = model_lib.build_classifier(len(data.class_names), config.img_size, config.weights)
+        classifier = model_lib.build_classifier(len(data.class_names), config.img_size, config.weights,
+                                                dropout=config.dropout, seed=config.seed)
     callbacks = [keras.callbacks.TensorBoard(posixpath.join(work_dir, "logs"), write_graph=False)]
     frozen = plans.FrozenParts(classifier, config, data, runtime.shard)  # caches shared by both phases
 

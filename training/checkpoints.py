@@ -14,6 +14,7 @@ where it stopped. Any other change of a setting that alters the mathematics is a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import re
@@ -22,13 +23,17 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 
+from training import storage
 from training.config import TrainConfig
 
 PHASES = ("feature_extraction", "fine_tuning")
 # Every setting that changes a phase's mathematics, except the epoch counts.
 RUN_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
                 "img_size", "batch_size", "shuffle_buffer", "augment", "weights", "learning_rate", "fine_tune_at",
-                "cache", "mixed_precision")
+                "cache", "mixed_precision", "views", "dropout", "label_smoothing", "weight_decay", "lr_schedule",
+                "early_stopping_patience")
+# Settings added after work dirs existed: a stored run without one ran with its default.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 class ResumeConflict(RuntimeError):
@@ -78,15 +83,17 @@ def _flag(name: str) -> str:
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    return [f"{_flag(k)} {stored.get(k)!r} there, {wanted.get(k)!r} now"
-            for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    def there(k):
+        return stored.get(k, _DEFAULTS.get(k))
+    return [f"{_flag(k)} {there(k)!r} there, {wanted.get(k)!r} now"
+            for k in sorted(set(stored) | set(wanted)) if there(k) != wanted.get(k)]
 
 
 def check_resumable(config: TrainConfig, workers: int) -> None:
     """Raise ResumeConflict before any work if the work dir's checkpoints cannot be continued."""
     first_epoch = {"feature_extraction": 0, "fine_tuning": config.epochs}
     wanted_epochs = {"feature_extraction": config.epochs, "fine_tuning": config.fine_tune_epochs}
-    fresh = f"add --restart to discard it, or use a new --work-dir"
+    fresh = "add --restart to discard it, or use a new --work-dir"
     for phase in PHASES:
         directory = phase_dir(config.work_dir, phase)
         found = _read_state(directory)
@@ -108,17 +115,18 @@ def discard(work_dir: str) -> None:
     """--restart: forget every phase's checkpoints."""
     directory = posixpath.join(work_dir, "checkpoints")
     if tf.io.gfile.exists(directory):
-        tf.io.gfile.rmtree(directory)
+        storage.remove_tree(directory)
 
 
 class PhaseCheckpoint:
     """The model + optimizer checkpoint of one phase, with its history and settings."""
 
-    def __init__(self, directory: str, full_model: keras.Model, optimizer, settings: dict):
+    def __init__(self, directory: str, full_model: keras.Model, optimizer, settings: dict, extra: dict | None = None):
+        """`extra`: more trackable state saved with every epoch (early stopping's best weights, dropout's RNG)."""
         self.directory = directory
         self.optimizer = optimizer
         self.settings = settings
-        self._checkpoint = tf.train.Checkpoint(model=full_model, optimizer=optimizer)
+        self._checkpoint = tf.train.Checkpoint(model=full_model, optimizer=optimizer, **(extra or {}))
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=1)
 
     def restore(self, trainable_variables) -> Resumed:
@@ -137,8 +145,7 @@ class PhaseCheckpoint:
     def save(self, epoch: int, history: dict) -> None:
         tf.io.gfile.makedirs(self.directory)
         state_path = _state_path(self.directory, epoch)
-        with tf.io.gfile.GFile(state_path + ".tmp", "w") as f:
-            json.dump({"epoch": epoch, "history": history, "settings": self.settings}, f)
+        storage.write_json(state_path + ".tmp", {"epoch": epoch, "history": history, "settings": self.settings})
         tf.io.gfile.rename(state_path + ".tmp", state_path, overwrite=True)
         self._manager.save(checkpoint_number=epoch)  # the index update is the commit point
         for name in tf.io.gfile.listdir(self.directory):

@@ -16,6 +16,15 @@ from typing import Optional, Sequence
 
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+# --recipe NAME: flag values applied before the environment and the flags (which still win).
+# The one place recipes are defined. "tutorial" is the tutorial exactly (every default).
+# bench/accuracy_study.py chooses the candidates' winner on validation accuracy; a recipe is
+# added here only with the study's measured figures (README, "Recipes").
+RECIPES: dict[str, dict] = {
+    "tutorial": {},
+}
 
 
 def _opt(help_text: str, **extra):
@@ -42,6 +51,10 @@ class TrainConfig:
     shuffle_buffer: int = field(default=1000, metadata={"help": "Shuffle buffer (tutorial: 1000)."})
     augment: bool = field(default=False, metadata={
         "help": "Random flip and rotation as in the newer tutorial; trains end to end (no caches)."})
+    views: str = field(default="identity", metadata={
+        "help": "Augmentation that keeps the caches: each epoch trains every image in one of these views, drawn "
+                "with the epoch's seed (comma list of identity, flip, zoom, zoom-flip; e.g. identity,flip). Each "
+                "view's frozen outputs are computed once."})
     # --- model -----------------------------------------------------------------------------
     weights: str = field(default="imagenet", metadata={
         "help": "'imagenet' (downloaded by Keras), 'none' (random), or a path to a Keras weights file "
@@ -51,6 +64,20 @@ class TrainConfig:
     epochs: int = field(default=10, metadata={"help": "Phase 1 (feature extraction) epochs."})
     fine_tune_epochs: int = field(default=10, metadata={"help": "Phase 2 (fine-tuning) epochs; 0 skips phase 2."})
     fine_tune_at: int = field(default=100, metadata={"help": "Unfreeze the base from this layer index in phase 2."})
+    dropout: float = field(default=0.0, metadata={
+        "help": "Dropout rate before the head in training steps (the newer tutorial: 0.2); 0 = none."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the cross-entropy (0 = none)."})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "Decoupled weight decay of RMSprop (Keras' weight_decay: w -= lr * decay * w each step); 0 = none."})
+    lr_schedule: str = field(default="constant", metadata={
+        "help": "Learning rate within each phase: constant, cosine (to ~0 at the phase's end), or step "
+                "(x0.1 after half the phase's epochs, x0.01 after three quarters)."})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Stop a phase after this many epochs without a lower validation loss and restore its best "
+                "epoch's weights (0 = off: every epoch, the last weights)."})
+    recipe: str = field(default="tutorial", metadata={
+        "help": "A named set of the flags above (training/config.py RECIPES: tutorial); explicit flags and "
+                "TRAIN_* variables override its values."})
     cache: bool = field(default=True, metadata={
         "help": "Train on cached frozen-base outputs (same mathematics, less work); --no-cache runs end to end."})
     mixed_precision: bool = field(default=False, metadata={"help": "mixed_float16 compute (GPUs with tensor cores)."})
@@ -138,9 +165,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 
 
 def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = None) -> TrainConfig:
-    """flags > TRAIN_* environment variables > defaults."""
+    """flags > TRAIN_* environment variables > the recipe's values > defaults."""
     environ = os.environ if environ is None else environ
-    values = {}
+    flags = vars(build_parser().parse_args(argv))
+    recipe = flags.get("recipe", environ.get(_env_name("recipe"), "tutorial"))
+    if recipe not in RECIPES:
+        raise SystemExit(f"error: unknown --recipe {recipe!r}; one of {', '.join(RECIPES)}")
+    values = dict(RECIPES[recipe])
     for f in dataclasses.fields(TrainConfig):
         raw = environ.get(_env_name(f.name))
         if raw is None:
@@ -150,7 +181,7 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
             values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as err:
             raise SystemExit(f"error: {_env_name(f.name)}={raw!r}: {err}")
-    values.update(vars(build_parser().parse_args(argv)))
+    values.update(flags)
     config = TrainConfig(**values)
     _validate(config)
     return config
@@ -168,5 +199,27 @@ def _validate(config: TrainConfig) -> None:
         problems.append("--fine-tune-at cannot be negative")
     if config.tta not in TTA_CHOICES:
         problems.append(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {config.tta!r}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not {config.lr_schedule!r}")
+    for name in ("dropout", "label_smoothing"):
+        if not 0 <= getattr(config, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be in [0, 1)")
+    if config.weight_decay < 0 or config.early_stopping_patience < 0:
+        problems.append("--weight-decay and --early-stopping-patience cannot be negative")
+    problems.extend(_view_problems(config))
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
+
+
+def _view_problems(config: TrainConfig) -> list[str]:
+    if config.views == "identity":
+        return []
+    from training import views  # imports TensorFlow: only when views are asked for
+
+    try:
+        names = views.parse(config.views)
+    except ValueError as err:
+        return [str(err)]
+    if config.augment and not views.is_plain(names):
+        return ["--views and --augment cannot be combined (--augment draws its own random views)"]
+    return []

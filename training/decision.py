@@ -17,11 +17,37 @@ def head_units(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def per_example_loss(num_classes: int, reduction="sum_over_batch_size") -> keras.losses.Loss:
-    """Cross-entropy on logits; `reduction=None` gives one value per example."""
+def per_example_loss(num_classes: int, reduction="sum_over_batch_size", label_smoothing: float = 0.0
+                     ) -> keras.losses.Loss:
+    """Cross-entropy on logits; `reduction=None` gives one value per example.
+
+    `label_smoothing` s trains towards 1 - s/2 and s/2 for two classes (Keras' binary rule), or
+    1 - s + s/N and s/N for N classes (Keras' categorical rule, on one-hot labels).
+    """
     if num_classes == 2:
-        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=reduction)
+        return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=reduction)
+    if label_smoothing:
+        return SmoothedSparseCrossentropy(num_classes, label_smoothing, reduction=reduction)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+
+
+@keras.saving.register_keras_serializable(package="transfer")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Integer labels -> Keras' CategoricalCrossentropy with label smoothing (the sparse one has none)."""
+
+    def __init__(self, num_classes: int, label_smoothing: float, reduction="sum_over_batch_size",
+                 name="smoothed_sparse_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), self.num_classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
 
 
 def accuracy_metric(num_classes: int) -> keras.metrics.Metric:

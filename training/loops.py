@@ -12,6 +12,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from training import regularization
 from training.multiworker_loop import MultiWorkerLoop, is_multi_worker
 
 
@@ -31,20 +32,27 @@ class KerasLoop:
         return float(values["loss"]), float(values["accuracy"])
 
 
-def make_loop(model: keras.Model, num_classes: int, global_batch_size: int):
+def make_loop(model: keras.Model, num_classes: int, global_batch_size: int, label_smoothing: float = 0.0):
     strategy = tf.distribute.get_strategy()
     if is_multi_worker(strategy):
-        return MultiWorkerLoop(model, num_classes, global_batch_size, strategy)
+        if regularization.random_state(model):
+            raise ValueError("--dropout is not supported with several workers yet (the multi-worker loop runs "
+                             "the model in inference mode); train without it")
+        return MultiWorkerLoop(model, num_classes, global_batch_size, strategy, label_smoothing)
     return KerasLoop(model)
 
 
 def fit_epochs(loop, train_batches: Callable[[int], tf.data.Dataset], validation_batches, initial_epoch: int,
                epochs: int, callbacks=()) -> None:
-    """Train epochs initial_epoch..epochs-1 (0-based, counted over the whole job)."""
+    """Train epochs initial_epoch..epochs-1 (0-based, counted over the whole job), or until a
+    callback sets `model.stop_training` (as in Model.fit: early stopping)."""
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=loop.model)
+    loop.model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
         logs = loop.train_epoch(train_batches(epoch), validation_batches)
         callback_list.on_epoch_end(epoch, logs)
+        if loop.model.stop_training:
+            break
     callback_list.on_train_end()

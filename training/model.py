@@ -7,6 +7,8 @@ The parts have one name each, used everywhere in training/:
 - base:  MobileNetV2 without its classifier, ImageNet weights (the tutorial's `base_model`).
 - pool:  GlobalAveragePooling2D over the base's last feature map; its output is the image's
          1280-d *features*.
+- dropout: optional (`--dropout`), between pool and head; drops only in training steps
+         (training/regularization.py HeadDropout). Absent by default, as in the tutorial.
 - head:  the Dense logits layer (the tutorial's `prediction_layer`); sizes and loss in
          training/decision.py.
 - cut:   the index of the base layer where the base splits in two for caching
@@ -23,8 +25,9 @@ statistics when they are unfrozen for fine-tuning. Keras 3's functional models o
 inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
 a fine-tuning step changed block_16_project_BN's moving mean). `InferenceModeModel` fixes
 that by calling every layer with `training=False`; BN gamma/beta stay trainable, as in the
-tutorial (1,862,721 trainable parameters in phase 2). The model has no layer that should run
-in training mode (no dropout; augmentation runs in tf.data).
+tutorial (1,862,721 trainable parameters in phase 2). The one layer that must know it is in a
+training step, the optional dropout, learns it from `regularization.training_step` instead of
+the `training` argument; augmentation runs in tf.data.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from training import decision
+from training import decision, regularization
 from training.decision import probabilities_from_logits  # noqa: F401  (export.py's import, until it uses decision)
 
 
@@ -51,7 +54,8 @@ class InferenceModeModel(keras.Model):
     """
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        return super().call(inputs, training=False, mask=mask, **kwargs)
+        with regularization.training_step(bool(training)):  # fit's train step: training=True
+            return super().call(inputs, training=False, mask=mask, **kwargs)
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Classifier:
     pool: keras.layers.Layer  # GlobalAveragePooling2D
     head: keras.layers.Layer  # Dense(1) for 2 classes, Dense(N) otherwise
     num_classes: int
+    dropout: keras.layers.Layer | None = None  # HeadDropout before the head, or none
+
+    def logits(self, features):
+        """features -> (dropout) -> head: the part above the pool, in every model that trains the head."""
+        return self.head(features if self.dropout is None else self.dropout(features))
 
 
 def resolve_weights(spec: str) -> str | None:
@@ -98,7 +107,8 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def build_classifier(num_classes: int, img_size: int, weights: str) -> Classifier:
+def build_classifier(num_classes: int, img_size: int, weights: str, dropout: float = 0.0,
+                     seed: int | None = None) -> Classifier:
     if num_classes < 2:
         raise ValueError("a classifier needs at least 2 classes")
     base = build_base(img_size, weights)
@@ -106,16 +116,22 @@ def build_classifier(num_classes: int, img_size: int, weights: str) -> Classifie
     pool = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")
     # The head stays float32 under mixed precision so logits and losses are exact enough.
     head = keras.layers.Dense(decision.head_units(num_classes), name="logits", dtype="float32")
+    classifier = Classifier(model=None, base=base, pool=pool, head=head, num_classes=num_classes,
+                            dropout=regularization.HeadDropout(dropout, seed, name="dropout") if dropout else None)
     inputs = keras.Input((img_size, img_size, 3), name="images")
-    outputs = head(pool(base(inputs, training=False)))
-    model = InferenceModeModel(inputs, outputs, name="transfer_mobilenet_v2")
-    return Classifier(model=model, base=base, pool=pool, head=head, num_classes=num_classes)
+    outputs = classifier.logits(pool(base(inputs, training=False)))
+    classifier.model = InferenceModeModel(inputs, outputs, name="transfer_mobilenet_v2")
+    return classifier
 
 
-def compile_for(model: keras.Model, num_classes: int, learning_rate: float) -> None:
-    """RMSprop at `learning_rate` with the one loss and accuracy of training/decision.py."""
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                  loss=decision.per_example_loss(num_classes), metrics=[decision.accuracy_metric(num_classes)])
+def compile_for(model: keras.Model, num_classes: int, learning_rate: float, weight_decay: float = 0.0,
+                label_smoothing: float = 0.0) -> None:
+    """RMSprop at `learning_rate` with the one loss and accuracy of training/decision.py.
+
+    The tutorial's RMSprop has neither weight decay nor label smoothing (both 0 by default)."""
+    optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, weight_decay=weight_decay or None)
+    model.compile(optimizer=optimizer, loss=decision.per_example_loss(num_classes, label_smoothing=label_smoothing),
+                  metrics=[decision.accuracy_metric(num_classes)])
 
 
 def freeze_for_feature_extraction(classifier: Classifier) -> None:

@@ -25,11 +25,12 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 class MultiWorkerLoop:
     def __init__(self, model: keras.Model, num_classes: int, global_batch_size: int,
-                 strategy: tf.distribute.Strategy):
+                 strategy: tf.distribute.Strategy, label_smoothing: float = 0.0):
         self.model = model
         self.strategy = strategy
         self.global_batch_size = global_batch_size
-        self.per_example_loss = decision.per_example_loss(num_classes, reduction=None)
+        self.per_example_loss = decision.per_example_loss(num_classes, reduction=None,
+                                                         label_smoothing=label_smoothing)
         self._train_step = tf.function(self._distributed(self._replica_train_step))
         self._test_step = tf.function(self._distributed(self._replica_test_step))
 

@@ -4,8 +4,10 @@ Phase 1, feature extraction: freeze the base, train the head with RMSprop(lr) fo
 Phase 2, fine-tuning: unfreeze the base from `fine_tune_at`, train with RMSprop(lr / 10) for
 `fine_tune_epochs` more, its epochs numbered on from phase 1's.
 A phase: compile -> resume from its checkpoint -> train the epochs still missing, one
-checkpoint per epoch -> evaluate on the test split -> store its result. What it trains on is
-its plan (training/plans.py); resuming is training/checkpoints.py.
+checkpoint per epoch (or until early stopping, which then restores the best epoch's weights)
+-> evaluate on the validation and test splits -> store its result. What it trains on is its
+plan (training/plans.py); resuming is training/checkpoints.py; the options beyond the
+tutorial (schedule, early stopping, dropout) are training/regularization.py.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-from training import checkpoints, loops
+from training import checkpoints, loops, regularization, storage
 from training.config import TrainConfig
 from training.data import Datasets
 from training.inputs import Shard
@@ -42,6 +44,10 @@ class PhaseResult:
     cached: bool
     trainable_parameters: int
     resumed_at_epoch: int | None = None
+    validation_loss: float | None = None      # of the weights the phase ends with
+    validation_accuracy: float | None = None
+    best_epoch: int | None = None             # early stopping: the absolute epoch whose weights were kept
+    stopped_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,48 +83,100 @@ def fine_tuning(config: TrainConfig, classifier: Classifier, data: Datasets, cal
 def run_phase(phase: Phase, config: TrainConfig, classifier: Classifier, data: Datasets, plan: Plan, callbacks=(),
               shard: Shard = Shard()) -> PhaseResult:
     directory = checkpoints.phase_dir(config.work_dir, phase.name)
-    compile_for(plan.model, classifier.num_classes, phase.learning_rate)
+    compile_for(plan.model, classifier.num_classes, phase.learning_rate, config.weight_decay, config.label_smoothing)
+    history: dict[str, list[float]] = {}
+    stopping = _early_stopping(config, plan, data, history)
     checkpoint = checkpoints.PhaseCheckpoint(directory, classifier.model, plan.model.optimizer,
-                                             checkpoints.phase_settings(config, phase.name, shard.count))
+                                             checkpoints.phase_settings(config, phase.name, shard.count),
+                                             _extra_state(classifier, stopping))
     resumed = checkpoint.restore(plan.model.trainable_variables)
+    history.update({k: list(v) for k, v in resumed.history.items()})
+    stopped = stopping is not None and stopping.stopped()
     stored = _stored_result(directory)
-    if stored is not None and stored.epochs == phase.epochs and resumed.epoch == phase.last_epoch:
+    if stored is not None and stored.epochs == phase.epochs and (resumed.epoch == phase.last_epoch or stopped):
+        if stopping is not None:
+            stopping.restore_best()  # the checkpoint holds the last epoch's weights
         say(f"[{phase.name}] already complete in {directory}: test accuracy {stored.test_accuracy:.4f}")
         return stored
     initial_epoch = max(phase.first_epoch, resumed.epoch)
-    _say_where_it_starts(phase, resumed, directory)
+    last_epoch = initial_epoch if stopped else phase.last_epoch
+    _say_where_it_starts(phase, resumed, directory, stopped)
 
     started = time.perf_counter()
-    loop = loops.make_loop(plan.model, classifier.num_classes, config.batch_size)
-    history = {k: list(v) for k, v in resumed.history.items()}
+    loop = loops.make_loop(plan.model, classifier.num_classes, config.batch_size, config.label_smoothing)
     trainable = trainable_parameter_count(plan.model)
     _prepare_inputs(phase, plan, config, data, shard)
-    say(f"[{phase.name}] {trainable:,} trainable parameters; epochs {initial_epoch + 1}..{phase.last_epoch} "
+    say(f"[{phase.name}] {trainable:,} trainable parameters; epochs {initial_epoch + 1}..{last_epoch} "
         f"{plan.description}")
     validation = plan.eval_batches(config, "validation", shard) if data.validation.count else None
+    schedule = regularization.schedule_callback(config.lr_schedule, phase.learning_rate, phase.first_epoch,
+                                                phase.epochs)
+    # Order matters: the schedule logs its rate and early stopping copies the best weights before the checkpoint.
+    epoch_callbacks = [c for c in (schedule, stopping) if c is not None]
     loops.fit_epochs(loop, lambda epoch: plan.train_batches(config, epoch, shard), validation,
-                     initial_epoch, phase.last_epoch,
-                     [checkpoints.EpochCheckpoint(checkpoint, history), EpochLine(phase.name, phase.last_epoch),
-                      *callbacks])
-    if resumed.epoch != phase.last_epoch and initial_epoch == phase.last_epoch:  # 0 epochs: mark the end
-        checkpoint.save(phase.last_epoch, history)
-    test_loss, test_accuracy = _test(loop, plan, config, data, shard)
+                     initial_epoch, last_epoch,
+                     [*epoch_callbacks, checkpoints.EpochCheckpoint(checkpoint, history),
+                      EpochLine(phase.name, phase.last_epoch), *callbacks])
+    if resumed.epoch != last_epoch and initial_epoch == last_epoch:  # 0 epochs: mark the end
+        checkpoint.save(last_epoch, history)
+    best_epoch = _restore_best(phase, stopping)
+    validation_loss, validation_accuracy = _evaluate(loop, plan, config, "validation", data, shard)
+    test_loss, test_accuracy = _evaluate(loop, plan, config, "test", data, shard)
     seconds = time.perf_counter() - started
-    epochs_run = phase.last_epoch - initial_epoch
+    epochs_run = len(history.get("loss", [])) - len(resumed.history.get("loss", []))
     result = PhaseResult(
         name=phase.name, first_epoch=phase.first_epoch, epochs=phase.epochs, history=history, seconds=seconds,
         train_images=data.train.count,
         images_per_second=data.train.count * epochs_run / seconds if seconds else 0.0,
         test_loss=test_loss, test_accuracy=test_accuracy, cached=plan.cached, trainable_parameters=trainable,
-        resumed_at_epoch=resumed.epoch or None)
+        resumed_at_epoch=resumed.epoch or None, validation_loss=validation_loss,
+        validation_accuracy=validation_accuracy, best_epoch=best_epoch,
+        stopped_early=stopping is not None and stopping.stopped())
     _store_result(directory, result)
     say(f"[{phase.name}] test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}; {seconds:.1f}s")
     return result
 
 
-def _say_where_it_starts(phase: Phase, resumed: checkpoints.Resumed, directory: str) -> None:
+def _early_stopping(config: TrainConfig, plan: Plan, data: Datasets, history: dict):
+    if not config.early_stopping_patience:
+        return None
+    if not data.validation.count:
+        say("[early stopping] off: there are no validation images")
+        return None
+    return regularization.EarlyStopping(config.early_stopping_patience, plan.model.trainable_variables, history)
+
+
+def _extra_state(classifier: Classifier, stopping) -> dict:
+    """What the phase checkpoint holds beyond the model and the optimizer."""
+    extra = {}
+    if stopping is not None:
+        extra["best_weights"] = stopping.best_weights
+    random_state = regularization.random_state(classifier.model)
+    if random_state:
+        extra["random"] = random_state
+    return extra
+
+
+def _restore_best(phase: Phase, stopping) -> int | None:
+    """Early stopping: load the best epoch's weights; that epoch, counted over the job (1-based)."""
+    if stopping is None:
+        return None
+    index = stopping.restore_best()
+    if index is None:
+        return None
+    epoch = phase.first_epoch + index + 1
+    stopped = "stopped early; " if stopping.stopped() else ""
+    say(f"[{phase.name}] {stopped}restored the weights of epoch {epoch} "
+        f"(lowest validation loss {stopping.history['val_loss'][index]:.4f})")
+    return epoch
+
+
+def _say_where_it_starts(phase: Phase, resumed: checkpoints.Resumed, directory: str, stopped: bool) -> None:
     done = resumed.epoch - phase.first_epoch
-    if resumed.epoch and done == phase.epochs:
+    if stopped:
+        say(f"[{phase.name}] early stopping ended this phase after {done} epochs in a previous run ({directory}): "
+            f"training no more")
+    elif resumed.epoch and done == phase.epochs:
         say(f"[{phase.name}] all {phase.epochs} epochs were trained in a previous run ({directory})")
     elif resumed.epoch:
         say(f"[{phase.name}] resuming after epoch {resumed.epoch} from {directory}: {done} of {phase.epochs} "
@@ -132,13 +190,15 @@ def _prepare_inputs(phase: Phase, plan: Plan, config: TrainConfig, data: Dataset
     started = time.perf_counter()
     for split_name in data.splits():
         plan.examples(split_name)
+    plan.train_examples(phase.first_epoch)  # the caches of the training images' other views
     say(f"[{phase.name}] cached inputs ready after {time.perf_counter() - started:.1f}s")
 
 
-def _test(loop, plan: Plan, config: TrainConfig, data: Datasets, shard: Shard) -> tuple[float, float]:
-    if data.test.count == 0:
+def _evaluate(loop, plan: Plan, config: TrainConfig, split_name: str, data: Datasets,
+              shard: Shard) -> tuple[float, float]:
+    if data.splits()[split_name].count == 0:
         return float("nan"), float("nan")
-    return loop.evaluate(plan.eval_batches(config, "test", shard))
+    return loop.evaluate(plan.eval_batches(config, split_name, shard))
 
 
 def _stored_result(directory: str) -> PhaseResult | None:
@@ -150,8 +210,6 @@ def _stored_result(directory: str) -> PhaseResult | None:
 
 
 def _store_result(directory: str, result: PhaseResult) -> None:
-    tf.io.gfile.makedirs(directory)
     path = posixpath.join(directory, RESULT_FILE)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump(asdict(result), f)
+    storage.write_json(path + ".tmp", asdict(result))
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

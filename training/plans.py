@@ -9,8 +9,9 @@ cached and only the top, pool and head run each epoch.
 When phase 2 has a cut, phase 1 derives its features from the same trunk cache (features =
 pool(top(trunk output)) with the top still frozen): one pass over the images for the job.
 Same mathematics as the tutorial's pipeline, same batches in the same order;
-tests/training/test_phases.py proves it. With --augment or --no-cache both phases train end
-to end on images.
+tests/training/test_phases.py proves it. With --views (training/views.py) each view of the
+training images has its own caches and every epoch takes each image from the cache of the view
+drawn for it. With --augment or --no-cache both phases train end to end on images.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from training import inputs
+from training import inputs, views
 from training.caches import Caches
 from training.config import TrainConfig
 from training.data import Datasets
@@ -35,15 +36,17 @@ CACHE_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "tes
 
 @dataclass
 class Plan:
-    """A phase's model and its examples: (input, label) per split, unbatched, in split order."""
+    """A phase's model and its examples: (input, label) per split, unbatched, in split order;
+    the training examples of an epoch in the views drawn for it."""
 
     model: keras.Model
     examples: Callable[[str], tf.data.Dataset]
+    train_examples: Callable[[int], tf.data.Dataset]
     cached: bool
     description: str
 
     def train_batches(self, config: TrainConfig, epoch: int, shard: Shard) -> tf.data.Dataset:
-        return inputs.batches(self.examples("train"), config, epoch, augment=config.augment, shard=shard)
+        return inputs.batches(self.train_examples(epoch), config, epoch, augment=config.augment, shard=shard)
 
     def eval_batches(self, config: TrainConfig, split_name: str, shard: Shard) -> tf.data.Dataset:
         return inputs.batches(self.examples(split_name), config, shard=shard)
@@ -57,6 +60,7 @@ class FrozenParts:
         self.caches = Caches(posixpath.join(config.work_dir, "caches"),
                              {name: getattr(config, name) for name in CACHE_SETTINGS}, shard)
         self.use_caches = config.cache and not config.augment
+        self.views = views.parse(config.views)
         wants_cut = self.use_caches and config.fine_tune_epochs > 0  # else phase 1 caches features only
         cut = cut_layer_index(classifier.base, config.fine_tune_at) if wants_cut else 0
         self.cut = cut if 0 < cut < len(classifier.base.layers) - 1 else None
@@ -85,8 +89,8 @@ class FrozenParts:
         return self._features
 
     # --- cached examples ------------------------------------------------------------------------
-    def _images(self, split_name: str) -> tf.data.Dataset:
-        return inputs.image_batches(self.data.splits()[split_name].images, self.config, shard=self.shard)
+    def _images(self, split_name: str, view: str) -> tf.data.Dataset:
+        return views.view_batches(self.data.splits()[split_name].images, view, self.config, self.shard)
 
     def _cached(self, name: str, split_name: str, model: keras.Model, source: Callable[[], tf.data.Dataset]):
         key = (name, split_name)
@@ -95,30 +99,48 @@ class FrozenParts:
             self._loaded[key] = self.caches.outputs(name, split_name, model, source, count)
         return self._loaded[key]
 
-    def trunk_outputs(self, split_name: str) -> tf.data.Dataset:
+    def trunk_outputs(self, split_name: str, view: str = views.IDENTITY) -> tf.data.Dataset:
         trunk, _ = self.trunk_and_top()
-        return self._cached(f"trunk-{self.cut_name()}", split_name, trunk, lambda: self._images(split_name))
+        return self._cached(f"trunk-{self.cut_name()}{_suffix(view)}", split_name, trunk,
+                            lambda: self._images(split_name, view))
 
-    def features(self, split_name: str) -> tf.data.Dataset:
+    def features(self, split_name: str, view: str = views.IDENTITY) -> tf.data.Dataset:
         if self.cut is None:
-            return self._cached("features-base", split_name, self._features_model(),
-                                lambda: self._images(split_name))
-        return self._cached(f"features-{self.cut_name()}", split_name, self._features_model(),
-                            lambda: inputs.batches(self.trunk_outputs(split_name), self.config, shard=self.shard))
+            return self._cached(f"features-base{_suffix(view)}", split_name, self._features_model(),
+                                lambda: self._images(split_name, view))
+        return self._cached(f"features-{self.cut_name()}{_suffix(view)}", split_name, self._features_model(),
+                            lambda: inputs.batches(self.trunk_outputs(split_name, view), self.config,
+                                                   shard=self.shard))
 
     def images(self, split_name: str) -> tf.data.Dataset:
         return inputs.examples(self.shard.of(self.data.splits()[split_name].images), self.config)
 
+    # --- an epoch's training examples, in the drawn views -------------------------------------------
+    def _drawn(self, outputs: Callable[[str, str], tf.data.Dataset]) -> Callable[[int], tf.data.Dataset]:
+        """epoch -> each training image's cached output in the view drawn for it (training/views.py)."""
+        if views.is_plain(self.views):
+            return lambda epoch: outputs("train", views.IDENTITY)
+        count = self.data.train.count
+        return lambda epoch: views.drawn_outputs([outputs("train", view) for view in self.views],
+                                                 self.config.seed, epoch, count, self.shard)
+
+    def _drawn_images(self, epoch: int) -> tf.data.Dataset:
+        if views.is_plain(self.views):
+            return self.images("train")
+        return views.drawn_examples(self.images("train"), self.views, self.config.seed, epoch,
+                                    self.data.train.count, self.shard)
+
     # --- the two phases' plans ----------------------------------------------------------------
     def end_to_end(self) -> Plan:
-        return Plan(self.classifier.model, self.images, cached=False, description="end to end")
+        return Plan(self.classifier.model, self.images, self._drawn_images, cached=False, description="end to end")
 
     def feature_extraction_plan(self) -> Plan:
         if not self.use_caches:
             return self.end_to_end()
         features = keras.Input(self.classifier.pool.output.shape[1:], name="features")
-        head_model = InferenceModeModel(features, self.classifier.head(features), name="head")
-        return Plan(head_model, self.features, cached=True, description="on cached features")
+        head_model = InferenceModeModel(features, self.classifier.logits(features), name="head")
+        return Plan(head_model, self.features, self._drawn(self.features), cached=True,
+                    description="on cached features" + _views_note(self.views))
 
     def fine_tuning_plan(self) -> Plan:
         if not self.use_caches:
@@ -130,6 +152,17 @@ class FrozenParts:
         clf = self.classifier
         _, top = self.trunk_and_top()
         cut_input = keras.Input(top.input.shape[1:], name="cut_" + self.cut_name())
-        outputs = clf.head(clf.pool(top(cut_input, training=False)))
-        return Plan(InferenceModeModel(cut_input, outputs, name="top_and_head"), self.trunk_outputs, cached=True,
-                    description=f"on the cached trunk ({self.cut_name()} {tuple(top.input.shape[1:])})")
+        outputs = clf.logits(clf.pool(top(cut_input, training=False)))
+        return Plan(InferenceModeModel(cut_input, outputs, name="top_and_head"), self.trunk_outputs,
+                    self._drawn(self.trunk_outputs), cached=True,
+                    description=f"on the cached trunk ({self.cut_name()} {tuple(top.input.shape[1:])})"
+                                + _views_note(self.views))
+
+
+def _suffix(view: str) -> str:
+    """Cache names: the identity keeps the tutorial's names, another view adds its own."""
+    return "" if view == views.IDENTITY else f"-{view}"
+
+
+def _views_note(names) -> str:
+    return "" if views.is_plain(names) else f", training images in views {'/'.join(names)}"

@@ -35,3 +35,35 @@ def test_help_names_every_environment_variable():
 def test_model_name_defaults_to_the_data_folder_name(tmp_path):
     assert TrainConfig(data_dir=str(tmp_path / "flowers") + "/").resolved_model_name == "flowers"
     assert TrainConfig(dataset="cats_vs_dogs:4.0.1").resolved_model_name == "cats_vs_dogs"
+
+
+def test_the_tutorial_recipe_is_every_default():
+    assert from_env_and_args(["--recipe", "tutorial"], environ={}) == from_env_and_args([], environ={})
+    config = from_env_and_args([], environ={})
+    assert (config.views, config.dropout, config.label_smoothing, config.weight_decay) == ("identity", 0, 0, 0)
+    assert (config.lr_schedule, config.early_stopping_patience) == ("constant", 0)
+
+
+def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatch):
+    from training import config as config_module
+
+    monkeypatch.setitem(config_module.RECIPES, "trial", {"epochs": 3, "dropout": 0.2, "views": "identity,flip"})
+    config = from_env_and_args(["--recipe", "trial"], environ={})
+    assert (config.epochs, config.dropout, config.views) == (3, 0.2, "identity,flip")
+    config = from_env_and_args(["--recipe", "trial", "--dropout", "0.1"], environ={"TRAIN_EPOCHS": "4"})
+    assert (config.epochs, config.dropout) == (4, 0.1)
+    assert from_env_and_args([], environ={"TRAIN_RECIPE": "trial"}).epochs == 3
+    with pytest.raises(SystemExit, match="unknown --recipe 'fast'; one of tutorial"):
+        from_env_and_args(["--recipe", "fast"], environ={})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--views", "identity,spin"], "spin unknown"),
+    (["--views", "identity,flip", "--augment"], "cannot be combined"),
+    (["--lr-schedule", "linear"], "--lr-schedule must be one of constant, cosine, step"),
+    (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
+    (["--early-stopping-patience", "-1"], "cannot be negative"),
+])
+def test_bad_regularization_settings_are_one_line_errors(flags, message):
+    with pytest.raises(SystemExit, match=message):
+        from_env_and_args(flags, environ={})

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_IMG, tiny_classifier
+from tests.conftest import TINY_IMG, calibrate_batchnorm, tiny_classifier
 from training.model import (WeightsUnavailable, compile_for, cut_layer_index, freeze_for_feature_extraction,
                             resolve_weights, trainable_parameter_count, unfreeze_from)
 
@@ -61,3 +61,26 @@ def test_keras_model_round_trips_through_a_keras_file(classifier, tmp_path):
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(1).uniform(-1, 1, (2, TINY_IMG, TINY_IMG, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x, training=False), classifier.model(x, training=False), atol=1e-6)
+
+
+def test_dropout_before_the_head_drops_in_training_steps_only_and_round_trips(tmp_path):
+    import keras as keras_lib
+
+    from training.model import build_classifier
+
+    keras_lib.utils.set_random_seed(0)
+    with_dropout = build_classifier(2, TINY_IMG, "none", dropout=0.5, seed=0)
+    assert with_dropout.dropout is not None and tiny_classifier().dropout is None
+    x = np.random.default_rng(2).uniform(-1, 1, (16, TINY_IMG, TINY_IMG, 3)).astype("float32")
+    calibrate_batchnorm(with_dropout.base, x)  # features that vary, so that dropping them shows
+    inference = with_dropout.model(x, training=False).numpy()
+    np.testing.assert_array_equal(with_dropout.model(x).numpy(), inference)
+    assert not np.allclose(with_dropout.model(x, training=True).numpy(), inference), "fit's calls must drop"
+    bn = with_dropout.base.get_layer("block_16_project_BN")
+    mean = np.array(bn.moving_mean)
+    with_dropout.base.trainable = True
+    with_dropout.model(x, training=True)
+    np.testing.assert_array_equal(np.array(bn.moving_mean), mean)  # the base stays in inference mode
+    path = tmp_path / "dropout.keras"
+    with_dropout.model.save(path)
+    np.testing.assert_allclose(keras_lib.models.load_model(path)(x).numpy(), inference, atol=1e-6)
