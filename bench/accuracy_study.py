@@ -1,0 +1,177 @@
+"""Benchmark (not a test): which training recipe generalises best, chosen on validation only.
+
+    python bench/accuracy_study.py --data-dir ../shared/data/cats_vs_dogs \
+        --weights ../shared/pretrained/mobilenet_v2_1.0_imagenet_no_top.weights.h5 \
+        --out study [--recipes tutorial,flip,...] [--seeds 1337,1338,1339] [--max-images 600 --epochs 2 ...]
+
+Trains every recipe (a named set of train-job flags, RECIPES below) with every seed, each
+run a `python -m training ... --no-export` in `<out>/<recipe>/seed-<seed>/`. Resumable: a run
+whose metrics.json exists is read, not trained again, and an interrupted run resumes from its
+own checkpoints. Writes `<out>/study.md` and `<out>/study.json`: per recipe the validation and
+test accuracy after the last phase (mean +- sd over seeds), the phase times and the wall time
+per run. The winner is the recipe with the highest mean validation accuracy among those whose
+wall time stays within --max-time-ratio of the tutorial recipe's; test accuracy is reported
+and never used to choose. (A seed also draws the 80/10/10 split, so the spread includes the
+split's; every recipe sees the same seeds, so their differences are paired.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> train-job flags on top of the defaults (the tutorial's). Each adds one idea to a previous one.
+RECIPES: dict[str, list[str]] = {
+    "tutorial": [],
+    "flip": ["--views", "identity,flip"],
+    "flip-zoom": ["--views", "identity,flip,zoom,zoom-flip"],
+    "flip-es": ["--views", "identity,flip", "--early-stopping-patience", "3"],
+    "flip-es-smooth": ["--views", "identity,flip", "--early-stopping-patience", "3", "--label-smoothing", "0.1"],
+    "flip-es-dropout": ["--views", "identity,flip", "--early-stopping-patience", "3", "--dropout", "0.2"],
+    "flip-es-cosine": ["--views", "identity,flip", "--early-stopping-patience", "3", "--lr-schedule", "cosine"],
+    "flip-es-ft80": ["--views", "identity,flip", "--early-stopping-patience", "3", "--fine-tune-at", "80"],
+}
+BASELINE = "tutorial"
+
+
+def run_dir(out: str, recipe: str, seed: int) -> str:
+    return os.path.join(out, recipe, f"seed-{seed}")
+
+
+def train(args, recipe: str, seed: int) -> dict:
+    """One run's metrics.json (+ its wall time), training it first unless it already finished."""
+    directory = run_dir(args.out, recipe, seed)
+    metrics_path = os.path.join(directory, "metrics.json")
+    wall_path = os.path.join(directory, "wall.json")
+    if not os.path.exists(metrics_path):
+        os.makedirs(directory, exist_ok=True)
+        command = [sys.executable, "-m", "training", "--data-dir", args.data_dir, "--weights", args.weights,
+                   "--seed", str(seed), "--work-dir", directory, "--no-export", *RECIPES[recipe]]
+        for flag in ("max_images", "epochs", "fine_tune_epochs"):
+            value = getattr(args, flag)
+            if value is not None:
+                command += ["--" + flag.replace("_", "-"), str(value)]
+        print(f"[study] {recipe} seed {seed}: {' '.join(command[1:])}", flush=True)
+        started_marker = os.path.join(directory, "started")
+        resumed = os.path.exists(started_marker)  # an earlier attempt was interrupted: it resumes
+        open(started_marker, "w").close()
+        started = time.perf_counter()
+        with open(os.path.join(directory, "log.txt"), "a") as log:
+            subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+        with open(wall_path, "w") as f:  # a resumed run counts only its last part: the table says so
+            json.dump({"seconds": time.perf_counter() - started, "resumed": resumed}, f)
+    else:
+        print(f"[study] {recipe} seed {seed}: done before ({metrics_path})", flush=True)
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    wall = {"seconds": float("nan"), "resumed": True}
+    if os.path.exists(wall_path):
+        with open(wall_path) as f:
+            wall = json.load(f)
+    return {"metrics": metrics, "wall": wall}
+
+
+def last_phase(metrics: dict) -> dict:
+    phases = metrics["phases"]
+    return phases.get("fine_tuning") or phases["feature_extraction"]
+
+
+def validation_accuracy(phase: dict) -> float:
+    """Of the weights the phase ended with (after early stopping's restore, when it is on)."""
+    if phase.get("validation_accuracy") is not None:
+        return phase["validation_accuracy"]
+    return phase["history"]["val_accuracy"][-1]
+
+
+def summarize(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def recipe_row(recipe: str, runs: list[dict]) -> dict:
+    phases = [r["metrics"]["phases"] for r in runs]
+    return {
+        "recipe": recipe,
+        "flags": " ".join(RECIPES[recipe]) or "(defaults)",
+        "seeds": len(runs),
+        "validation_accuracy": summarize([validation_accuracy(last_phase(r["metrics"])) for r in runs]),
+        "test_accuracy": summarize([last_phase(r["metrics"])["test_accuracy"] for r in runs]),
+        "phase1_seconds": statistics.fmean(p["feature_extraction"]["seconds"] for p in phases),
+        "phase2_seconds": statistics.fmean(p["fine_tuning"]["seconds"] if "fine_tuning" in p else 0.0
+                                           for p in phases),
+        "epochs_trained": statistics.fmean(sum(len(ph["history"].get("loss", [])) for ph in p.values())
+                                           for p in phases),
+        "wall_seconds": statistics.fmean(r["wall"]["seconds"] for r in runs),
+        "any_resumed": any(r["wall"].get("resumed") for r in runs),
+    }
+
+
+def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
+    """Highest mean validation accuracy among the recipes fast enough; never looks at test accuracy."""
+    baseline = next((row for row in rows if row["recipe"] == BASELINE), None)
+    limit = baseline["wall_seconds"] * max_time_ratio if baseline else float("inf")
+    eligible = [row for row in rows if row["wall_seconds"] <= limit]
+    return max(eligible, key=lambda row: row["validation_accuracy"][0], default=None)
+
+
+def table(rows: list[dict], winner: dict | None, args) -> str:
+    pm = lambda pair: f"{pair[0]:.4f} +- {pair[1]:.4f}"  # noqa: E731
+    lines = [f"Accuracy study: {args.data_dir}, seeds {args.seeds}, max-images {args.max_images or 'all'}, "
+             f"epochs {args.epochs or 'default'} + {args.fine_tune_epochs or 'default'}",
+             "",
+             "| recipe | flags | seeds | validation acc | test acc | phase 1 s | phase 2 s | epochs | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        mark = " **(chosen)**" if winner is row else ""
+        lines.append(f"| {row['recipe']}{mark} | {row['flags']} | {row['seeds']} | {pm(row['validation_accuracy'])} "
+                     f"| {pm(row['test_accuracy'])} | {row['phase1_seconds']:.0f} | {row['phase2_seconds']:.0f} "
+                     f"| {row['epochs_trained']:.1f} | {row['wall_seconds']:.0f}{'*' if row['any_resumed'] else ''} |")
+    lines += ["", "Chosen on mean validation accuracy among recipes within "
+              f"{args.max_time_ratio}x the tutorial's wall time: {winner['recipe'] if winner else 'none'}.",
+              "Validation and test accuracy: after the last phase (early stopping: of the restored best weights).",
+              "Wall s: the whole `train-job` process per run, cache building included"
+              " (* a run was resumed: its wall time covers only the last part)."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--out", default="study", help="Folder of the runs and the table.")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="Comma-separated names from RECIPES.")
+    parser.add_argument("--seeds", default="1337,1338,1339")
+    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--fine-tune-epochs", type=int, default=None)
+    parser.add_argument("--max-time-ratio", type=float, default=2.0,
+                        help="A recipe may take at most this many times the tutorial's wall time to be chosen.")
+    args = parser.parse_args(argv)
+    args.recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
+    unknown = [name for name in args.recipes if name not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = [recipe_row(recipe, [train(args, recipe, seed) for seed in args.seeds]) for recipe in args.recipes]
+    winner = choose(rows, args.max_time_ratio)
+    text = table(rows, winner, args)
+    with open(os.path.join(args.out, "study.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "study.json"), "w") as f:
+        json.dump({"rows": rows, "chosen": winner and winner["recipe"], "args": vars(args)}, f, indent=2)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
