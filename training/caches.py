@@ -20,6 +20,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from training import storage
 from training.inputs import Shard
 from training.progress import say
 
@@ -80,15 +81,15 @@ def _read_marker(path: str) -> dict | None:
 
 
 def _write_marker(path: str, identity: dict) -> None:
-    with tf.io.gfile.GFile(path + MARKER_SUFFIX, "w") as f:
-        json.dump(identity, f)
+    storage.write_json(path + MARKER_SUFFIX, identity)
 
 
 def _write(path: str, run, model: keras.Model, source_batches: tf.data.Dataset) -> None:
     """Stream `run(x)` (= model(x)) for every batch into a one-shard `Dataset.save` directory."""
-    for stale in (path + MARKER_SUFFIX, path):
-        if tf.io.gfile.exists(stale):
-            tf.io.gfile.rmtree(stale) if tf.io.gfile.isdir(stale) else tf.io.gfile.remove(stale)
+    if tf.io.gfile.exists(path + MARKER_SUFFIX):
+        tf.io.gfile.remove(path + MARKER_SUFFIX)
+    if tf.io.gfile.exists(path):
+        storage.remove_tree(path)  # a save that was killed half-way
     output = tf.TensorSpec([None, *model.output.shape[1:]], tf.as_dtype(model.output.dtype))
     labels = tf.TensorSpec([None], tf.int64)
 

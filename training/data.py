@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from training import storage
 from training.config import TrainConfig
 from training.preprocess import decode_rgb
 
@@ -53,12 +54,8 @@ def load(config: TrainConfig) -> Datasets:
 
 # --- image folder -----------------------------------------------------------------------
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _join(*parts: str) -> str:
-    return posixpath.join(*parts) if _is_remote(parts[0]) else os.path.join(*parts)
+    return os.path.join(*parts) if storage.is_local(parts[0]) else posixpath.join(*parts)
 
 
 def list_image_folder(data_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
@@ -127,7 +124,7 @@ def load_image_folder(data_dir: str, seed: int = 1337, max_images: int = 0) -> D
     parts = stratified_split(files, seed)
     splits = [_folder_split(part) for part in parts]
     return Datasets(*splits, class_names=class_names,
-                    source=data_dir if _is_remote(data_dir) else os.path.abspath(data_dir))
+                    source=os.path.abspath(data_dir) if storage.is_local(data_dir) else data_dir)
 
 
 def _read_and_decode(path, label):

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from training import decision  # noqa: E402
+from training import decision, storage  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import Datasets  # noqa: E402
 from training.phases import PhaseResult  # noqa: E402
@@ -56,8 +56,7 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
 def write_metrics(work_dir: str, metrics: dict) -> str:
     path = posixpath.join(work_dir, "metrics.json")
     tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
+    storage.write_text(tmp, json.dumps(metrics, indent=2, default=float))
     tf.io.gfile.rename(tmp, path, overwrite=True)
     return path
 
@@ -66,6 +65,8 @@ def _save_figure(fig, path: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    if tf.io.gfile.exists(path):  # replace it (some file systems, e.g. ram://, append otherwise)
+        tf.io.gfile.remove(path)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buffer.getvalue())
 
