@@ -38,7 +38,6 @@ import keras
 import tensorflow as tf
 
 from training import decision, regularization
-from training.decision import probabilities_from_logits  # noqa: F401  (export.py's import, until it uses decision)
 
 
 class WeightsUnavailable(RuntimeError):
