@@ -196,13 +196,15 @@ def ram_base():
 
 def test_publish_on_ram_copies_into_place_with_saved_model_pb_last(ram_base, no_servable_check, monkeypatch):
     copied = []
-    original = tf.io.gfile.copy
+    # Spy on the gfile module storage.py calls: after a job has run in the same process
+    # (tests/training/test_gfile_paths.py), `tf.io.gfile` can be another module object than storage.gfile.
+    original = storage.gfile.copy
 
     def spy(source, target, overwrite=False):
         copied.append(target)
         return original(source, target, overwrite=overwrite)
 
-    monkeypatch.setattr(tf.io.gfile, "copy", spy)
+    monkeypatch.setattr(storage.gfile, "copy", spy)
     result = _publish(ram_base)
     assert result["version"] == 1 and result["path"] == f"{ram_base}/m/1"
     assert list_versions(f"{ram_base}/m") == [1]
