@@ -27,3 +27,7 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # Largest decoded image the signature accepts, in pixels (width * height).
 DEFAULT_MAX_PIXELS = 40_000_000
+
+# Every refusal of one image by the signature (training/preprocess.py) starts with this; it is
+# how a client tells an image's own error from a request-level one (model_api/status.py).
+IMAGE_ERROR_PREFIX = "image is "

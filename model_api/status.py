@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from model_api.signature import IMAGE_ERROR_PREFIX
+
 # Canonical codes by number: tensorflow/core/protobuf/error_codes.proto, the same numbering as gRPC.
 CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
@@ -41,11 +43,12 @@ _FAILED_PRECONDITION_MESSAGES = ("Serving signature key", "padding is turned off
 
 
 # How the exported signature says that one image is bad: training/preprocess.py's checks all
-# start "image is" (empty, not a JPEG/PNG/GIF/BMP, truncated, too large), and TF's decode
+# start IMAGE_ERROR_PREFIX (empty, not a JPEG/PNG/GIF/BMP, truncated, too large), and TF's decode
 # kernels name the format ("Invalid JPEG data", "Invalid PNG", "Invalid GIF data") or the
 # channels they found. No request-level refusal (batch size, signature, input name, dtype,
 # JSON) says either, so a client can tell the two apart from the message alone.
-_IMAGE_ERROR = re.compile(r"\bimage is \b|\b(JPEG|PNG|GIF|BMP)\b|channels inherent in the image")
+_IMAGE_ERROR = re.compile(rf"\b{re.escape(IMAGE_ERROR_PREFIX)}\b|\b(JPEG|PNG|GIF|BMP)\b"
+                          r"|channels inherent in the image")
 
 
 def is_image_error(message: str) -> bool:

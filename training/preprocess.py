@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from model_api.signature import DEFAULT_MAX_PIXELS
+from model_api.signature import DEFAULT_MAX_PIXELS, IMAGE_ERROR_PREFIX
 
 
 def format_example(image: tf.Tensor, img_size: int) -> tf.Tensor:
@@ -51,7 +51,7 @@ def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
     # Each check runs before the next step reads the bytes: explicit control dependencies,
     # since tf.function only orders stateful ops among themselves.
     length = tf.strings.length(image_bytes)
-    not_empty = tf.debugging.Assert(length > 0, ["image is empty (0 bytes)"])
+    not_empty = tf.debugging.Assert(length > 0, [IMAGE_ERROR_PREFIX + "empty (0 bytes)"])
     with tf.control_dependencies([not_empty]):
         is_png = tf.equal(tf.strings.substr(image_bytes, 0, 4), b"\x89PNG")
         is_gif = tf.equal(tf.strings.substr(image_bytes, 0, 3), b"GIF")
@@ -59,11 +59,11 @@ def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
         is_jpeg = tf.strings.substr(image_bytes, 0, 3) == b"\xff\xd8\xff"
         known = tf.debugging.Assert(
             is_png | is_gif | is_bmp | is_jpeg,
-            ["image is not a JPEG, PNG, GIF or BMP file (unknown or corrupt header); its first bytes:",
+            [IMAGE_ERROR_PREFIX + "not a JPEG, PNG, GIF or BMP file (unknown or corrupt header); its first bytes:",
              tf.strings.substr(image_bytes, 0, 8)])
     with tf.control_dependencies([known]):
         needed = tf.where(is_png, 24, tf.where(is_gif, 10, tf.where(is_bmp, 26, 4)))
-        complete = tf.debugging.Assert(length >= needed, ["image is truncated: its header is incomplete"])
+        complete = tf.debugging.Assert(length >= needed, [IMAGE_ERROR_PREFIX + "truncated: its header is incomplete"])
 
     def jpeg():
         shape = tf.cast(tf.image.extract_jpeg_shape(image_bytes), tf.int64)
@@ -90,7 +90,7 @@ def decode_checked(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS)
     limit_mp = max_pixels / 1e6
     within_limit = tf.debugging.Assert(
         height * width <= tf.constant(max_pixels, tf.int64),
-        [f"image is too large: over the {limit_mp:g}-megapixel limit; its height and width are", height, width])
+        [f"{IMAGE_ERROR_PREFIX}too large: over the {limit_mp:g}-megapixel limit; its height and width are", height, width])
     with tf.control_dependencies([within_limit]):
         return decode_rgb(image_bytes)
 

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from model_api.status import is_image_error
 from tests.conftest import encode
 from training.preprocess import bytes_to_input, decode_checked, format_example, header_size
 
@@ -44,6 +45,21 @@ def test_header_size_reads_height_and_width_without_decoding(fmt, mode, size):
 def test_bad_bytes_fail_with_a_message_naming_the_problem(data, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         bytes_to_input(tf.constant(data), 32)
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"this is not an image at all",
+    b"\x89PNG\r\n\x1a\n\x00\x00",
+    b"\xff\xd8\xff\xe0" + b"\x00" * 64,  # a JPEG header and no image: TF's decoder refuses it
+    b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00",
+])
+def test_every_refusal_of_one_image_is_recognised_by_the_client_as_that_images_error(data):
+    # The client splits a batch only for an image's own error (client/api.py), which it
+    # recognises from the message alone (model_api/status.is_image_error).
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        bytes_to_input(tf.constant(data), 32)
+    assert is_image_error(refused.value.message), refused.value.message
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
