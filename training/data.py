@@ -7,12 +7,12 @@ listed and read through tf.io.gfile, so it may be local, gs://, s3:// or ram://.
 from __future__ import annotations
 
 import os
-import posixpath
 import random
 from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from model_api.image_folder import FolderError, read_image_folder
 from training import storage
 from training.config import TrainConfig
 from training.preprocess import decode_rgb
@@ -54,29 +54,12 @@ def load(config: TrainConfig) -> Datasets:
 
 # --- image folder -----------------------------------------------------------------------
 
-def _join(*parts: str) -> str:
-    return os.path.join(*parts) if storage.is_local(parts[0]) else posixpath.join(*parts)
-
-
 def list_image_folder(data_dir: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """Class names (sorted sub-folders) and (path, label) for every non-hidden file."""
-    if not tf.io.gfile.isdir(data_dir):
-        raise DataError(f"data directory not found: {data_dir}")
-    class_names = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(data_dir)
-                         if not name.startswith(".") and tf.io.gfile.isdir(_join(data_dir, name.rstrip("/"))))
-    if len(class_names) < 2:
-        raise DataError(f"{data_dir} needs one sub-folder per class and at least 2 classes; "
-                        f"found {len(class_names)} ({', '.join(class_names) or 'none'})")
-    files = []
-    for label, name in enumerate(class_names):
-        for root, dirs, names in tf.io.gfile.walk(_join(data_dir, name)):
-            dirs[:] = sorted(d.rstrip("/") for d in dirs if not d.startswith("."))
-            files.extend((_join(root, n), label) for n in sorted(names) if not n.startswith("."))
-    counts = {name: sum(1 for _, lab in files if lab == i) for i, name in enumerate(class_names)}
-    empty = [name for name, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(f"class folder(s) with no files in {data_dir}: {', '.join(empty)}")
-    return class_names, files
+    """Class names and (path, label) for every file: the layout of model_api/image_folder.py."""
+    try:
+        return read_image_folder(data_dir)
+    except FolderError as err:
+        raise DataError(str(err)) from None
 
 
 def _by_label(files: list[tuple[str, int]]) -> dict[int, list]:

@@ -53,7 +53,7 @@ def test_folder_without_two_classes_is_refused(tmp_path, classes, message):
 
 
 def test_missing_folder_is_refused(tmp_path):
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="not a directory"):
         load_image_folder(str(tmp_path / "nowhere"))
 
 
