@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_api.image_folder import FolderError, read_image_folder
+from model_api.image_folder import FolderError, is_url, read_image_folder
 
 
 class EvaluationError(RuntimeError):
@@ -25,6 +25,8 @@ class LabelledFolder:
 
 
 def read_labelled_folder(root: str) -> LabelledFolder:
+    if is_url(root):  # the client reads each image with open(): a mounted folder only
+        raise EvaluationError(f"the evaluation reads a local folder, not a URL: {root}")
     try:
         classes, files = read_image_folder(root)
     except FolderError as err:

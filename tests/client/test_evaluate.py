@@ -168,6 +168,11 @@ def test_an_empty_or_one_class_folder_is_a_clear_error(tmp_path, layout, message
         read_labelled_folder(str(root))
 
 
+def test_a_url_is_refused_since_the_client_reads_images_from_local_files():
+    with pytest.raises(EvaluationError, match="local folder, not a URL: gs://bucket/photos"):
+        read_labelled_folder("gs://bucket/photos")
+
+
 # --- the command line ----------------------------------------------------------------------
 
 @pytest.fixture
