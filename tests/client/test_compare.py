@@ -18,8 +18,9 @@ CANDIDATE = {"cat": [b"0:0.9"] * 15, "dog": [b"0:0.7"] * 10 + [b"1:0.8"] * 5}
 
 
 class ScriptedTransport(FakeTransport):
-    """Answers from a script keyed by file position instead of the file's content, so two
-    versions can answer the same images differently."""
+    """Answers from a script keyed by each file's bytes (a unique name such as b"dog3", see
+    fabricated()) instead of reading the answer from them, so two versions can answer the
+    same images differently."""
 
     def __init__(self, answers: dict[bytes, bytes], **kwargs):
         super().__init__(**kwargs)
