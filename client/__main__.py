@@ -10,6 +10,9 @@
 Exit status: 0 if every image was classified, 1 if any failed, 2 if the call itself failed.
 evaluate: 1 if the accuracy is below --min-accuracy; compare: 1 if --require-not-worse and the
 candidate is worse; 2 if the evaluation could not run (the folder, the model's classes, the server).
+Any other failure (an unreadable --tls-* file, an answer in an unexpected form) is one
+`error: ...` line and exit 2, never 1, which only ever means the images or the gate; 130 when
+interrupted.
 """
 from __future__ import annotations
 
@@ -164,17 +167,19 @@ def classify(args) -> int:
                 for p in batch:
                     print(json.dumps(p.to_dict()), flush=True)
 
+    error = None
     try:
         with _client(args, args.batch_size, args.concurrency) as client:
             started[0] = time.perf_counter()  # after connecting (and importing TensorFlow for gRPC)
             results = client.predict_files(paths, on_done=done)
     except ServerError as err:
+        error = f"error: {err.code}: {err.message}"
+    finally:  # any other failure too: main() prints it after the bar is gone
         if bar:
             bar.close()
-        print(f"error: {err.code}: {err.message}", file=sys.stderr)
+    if error:
+        print(error, file=sys.stderr)
         return 2
-    if bar:
-        bar.close()
     seconds = max(time.perf_counter() - started[0], 1e-9)
     if args.json:
         print(json.dumps([p.to_dict() for p in results], indent=2))
@@ -323,8 +328,17 @@ def compare_command(args) -> int:
 COMMANDS = ("status", "metadata", "evaluate", "compare")
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _one_line(err: Exception) -> str:
+    """What went wrong, in one line and without a traceback."""
+    if isinstance(err, KeyError):  # str() of a KeyError is only the quoted key
+        return f"missing {err.args[0]!r} (an answer in an unexpected form?)" if err.args else "missing key"
+    if isinstance(err, ValueError) and type(err).__name__ == "JSONDecodeError":  # json's, requests', simplejson's
+        return f"an answer is not JSON ({err})"
+    text = " ".join(str(err).split())
+    return text or err.__class__.__name__
+
+
+def _run(argv) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "classify"
     args = build_parser(command).parse_args(argv[1:] if command != "classify" else argv)
     args.command = command
@@ -333,6 +347,20 @@ def main(argv=None) -> int:
     if command == "compare":
         return compare_command(args)
     return classify(args) if command == "classify" else show(command, args)
+
+
+def main(argv=None) -> int:
+    """Exit 1 means failed images or a failed gate (a Job's podFailurePolicy relies on it), so
+    every unforeseen failure is one error line and exit 2 instead of a traceback and 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the exit status must not say "gate failed"
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

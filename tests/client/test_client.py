@@ -198,6 +198,20 @@ def test_cli_status_and_metadata(server, capsys):
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--tls-ca", "--tls-cert"])
+def test_a_cli_failure_that_is_not_the_gate_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, flag):
+    # Exit 1 means failed images or a failed accuracy gate (the evaluation Job fails at once on
+    # it), so a missing --tls-* file, like any unforeseen error, must not exit 1.
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # requests lets these replace a Session's CA file
+        monkeypatch.delenv(name, raising=False)
+    missing = tmp_path / "missing.pem"
+    assert predict_main(["status", "--rest", "https://127.0.0.1:1", "--model", "pets", "--retries", "0",
+                         flag, str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and str(missing) in err
+    assert "Traceback" not in err and "OSError" not in err
+
+
 # --- which refusals split a batch ----------------------------------------------------------------
 
 def test_a_request_level_refusal_fails_once_without_splitting(client, cat_jpeg):

@@ -212,6 +212,22 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, fake_server):
     assert capsys.readouterr().err.strip() == f"error: not a directory: {tmp_path / 'missing'}"
 
 
+def test_an_answer_in_an_unexpected_form_is_one_line_and_exit_2_not_the_gate_status(tmp_path, capsys, fake_server):
+    class NoLabels(FakeTransport):
+        def predict(self, images):
+            version, outputs = super().predict(images)
+            del outputs["labels"]
+            return version, outputs
+
+    fake_server[None] = NoLabels()
+    folder = make_folder(tmp_path / "photos", SMALL)
+    argv = ["evaluate", str(folder), "--grpc", "fake:1", "--model", "pets", "--output", str(tmp_path / "out"),
+            "--min-accuracy", "0.5"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: missing 'labels' (an answer in an unexpected form?)\n"
+
+
 def test_default_output_folder_is_named_for_the_model_version_and_time(tmp_path, monkeypatch, fake_server):
     monkeypatch.chdir(tmp_path)
     folder = make_folder(tmp_path / "photos", SMALL)
