@@ -277,7 +277,9 @@ def evaluate_command(args) -> int:
 
     def run(done):
         with _client(args, args.batch_size, args.concurrency) as client:
-            return evaluate.evaluate(client, folder, _target(args), args.signature, done)
+            evaluation = evaluate.evaluate(client, folder, _target(args), args.signature, done)
+        evaluate.require_answers(evaluation)  # nothing answered: exit 2, not 0
+        return evaluation
 
     evaluation = _run_evaluation(args, len(folder.files), run)
     if evaluation is None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 from client.api import ModelClient
 from client.evaluation import metrics, outputs
 from client.evaluation.classes import ModelClasses, ServedModel, describe
-from client.evaluation.folder import LabelledFolder
+from client.evaluation.folder import EvaluationError, LabelledFolder
 from client.evaluation.labelled import FolderAnswers, Labelled, classify_folder
 from client.results import Prediction
 
@@ -55,6 +56,21 @@ def evaluate(client: ModelClient, folder: LabelledFolder, target: outputs.Target
     served = served_model(client, signature_name)
     answers = classify_folder(client, folder, ModelClasses(served.num_classes), on_done)
     return Evaluation(target, served, folder, answers, started, time.perf_counter() - clock)
+
+
+def require_answers(evaluation: Evaluation) -> None:
+    """`predict evaluate` cannot pass when the server answered no image: no figure exists, so
+    this is "could not run" (with the count refused and the most frequent reason in one line),
+    not a pass without --min-accuracy. (compare does not call it: a candidate that refuses every
+    image the baseline answers is "worse", its own verdict.)"""
+    if evaluation.answers.answered:
+        return
+    refused = evaluation.answers.refused
+    reasons = Counter(" ".join((r.prediction.error or "").split()) for r in refused)
+    reason, count = reasons.most_common(1)[0]
+    also = f"; {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else ""
+    raise EvaluationError(f"no image was answered: the server refused all {len(refused)} "
+                          f"({count} with: {reason}{also})")
 
 
 def figures(evaluation: Evaluation) -> dict:

@@ -89,6 +89,13 @@ def test_a_candidate_that_refuses_images_the_baseline_answers_is_worse(tmp_path)
     assert report["verdict"]["text"] == "candidate refuses 1 image(s) the baseline answers"
 
 
+def test_a_candidate_that_refuses_every_image_is_worse_not_an_error(tmp_path):
+    # evaluate's "nothing answered" is exit 2; compare keeps its own verdict for the candidate.
+    folder, baseline, candidate = fabricated(tmp_path, candidate_refuses=30)
+    report = compare.report(run(folder, baseline, candidate))
+    assert report["both_answered"] == 0 and report["verdict"]["candidate_worse"]
+
+
 @pytest.fixture
 def scripted_server(tmp_path, monkeypatch):
     folder, baseline, candidate = fabricated(tmp_path)

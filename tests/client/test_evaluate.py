@@ -228,6 +228,16 @@ def test_an_answer_in_an_unexpected_form_is_one_line_and_exit_2_not_the_gate_sta
     assert err == "error: missing 'labels' (an answer in an unexpected form?)\n"
 
 
+def test_an_evaluation_where_no_image_was_answered_exits_2_in_one_line(tmp_path, capsys, fake_server):
+    folder = make_folder(tmp_path / "photos", {"cat": [b"junk"] * 3, "dog": [b"junk"] * 2})
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", str(folder), "--grpc", "fake:1", "--model", "pets", "--output", str(out)]) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stderr.startswith("error: no image was answered: the server refused all 5 (5 with: INVALID_ARGUMENT: ")
+    assert stderr.count("\n") == 1 and "not a JPEG" in stderr
+    assert not (out / "report.json").exists()
+
+
 def test_default_output_folder_is_named_for_the_model_version_and_time(tmp_path, monkeypatch, fake_server):
     monkeypatch.chdir(tmp_path)
     folder = make_folder(tmp_path / "photos", SMALL)
