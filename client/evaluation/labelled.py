@@ -2,7 +2,9 @@
 
 The client does the batching, concurrency, retries and splitting of refused batches; this
 module only orders the work so that a folder the model cannot answer is caught early: the
-first round (one batch per concurrent request) takes images from every class in turn.
+first round (one batch per concurrent request) takes images from every class in turn. The
+rest is sent in chunks of CHUNK_ROUNDS rounds, since the client reads every file of a call
+into memory before sending: memory stays bounded by the chunk, not the folder.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from client.api import ModelClient
 from client.evaluation.classes import ModelClasses
 from client.evaluation.folder import LabelledFolder
 from client.results import Prediction
+
+CHUNK_ROUNDS = 8  # after the first round: batch_size * concurrency * CHUNK_ROUNDS images per call
 
 
 @dataclass
@@ -76,13 +80,23 @@ def interleaved(items: list[tuple[str, str]]) -> list[int]:
     return order
 
 
+def chunks(order: list[int], first: int, size: int) -> list[list[int]]:
+    """The first round, then the rest `size` at a time."""
+    size = max(1, size)
+    return [order[:first]] + [order[i:i + size] for i in range(first, len(order), size)]
+
+
 def classify_folder(client: ModelClient, folder: LabelledFolder, classes: ModelClasses,
-                    on_done: Callable[[list[Prediction]], None] | None = None) -> FolderAnswers:
+                    on_done: Callable[[list[Prediction]], None] | None = None,
+                    chunk_size: int | None = None) -> FolderAnswers:
+    """`chunk_size`: images per predict_files call after the first round (default
+    batch_size * concurrency * CHUNK_ROUNDS)."""
     classes.check_count(folder.classes)
     order = interleaved(folder.files)
     first_round = max(client.batch_size * client.concurrency, len(folder.classes))
+    chunk_size = chunk_size or client.batch_size * client.concurrency * CHUNK_ROUNDS
     answers: dict[int, Prediction] = {}
-    for chunk in (order[:first_round], order[first_round:]):
+    for chunk in chunks(order, first_round, chunk_size):
         if not chunk:
             continue
         predictions = client.predict_files([folder.files[i][0] for i in chunk], on_done)

@@ -126,6 +126,30 @@ def test_outputs_are_written_and_an_earlier_report_is_never_overwritten(tmp_path
         evaluate.write(evaluation, report, str(out))
 
 
+def test_sending_the_folder_in_small_chunks_gives_the_same_results_as_one_call(tmp_path, monkeypatch):
+    from client.evaluation.labelled import classify_folder
+
+    folder = read_labelled_folder(str(make_folder(tmp_path / "photos", {
+        "cat": [b"0:0.9", b"junk", b"1:0.8", b"0:0.6", b"0:0.7", b"1:0.55", b"0:0.95"],
+        "dog": [b"1:0.7", b"1:1.0", b"0:0.65", b"junk", b"1:0.9"]})))
+    calls = []
+    real = ModelClient.predict_files
+    monkeypatch.setattr(ModelClient, "predict_files",
+                        lambda self, paths, on_done=None: calls.append(len(paths)) or real(self, paths, on_done))
+
+    def answers(chunk_size):
+        calls.clear()
+        with ModelClient(FakeTransport(), batch_size=2, concurrency=1) as client:
+            found = classify_folder(client, folder, ModelClasses(2), chunk_size=chunk_size)
+        return [r.to_dict() for r in found.results], found.classes.labels, found.unconfirmed, list(calls)
+
+    *whole, whole_calls = answers(len(folder.files))
+    *chunked, chunked_calls = answers(3)
+    assert chunked == whole
+    assert whole_calls == [2, 10] and chunked_calls == [2, 3, 3, 3, 1]  # the first round, then the chunks
+    assert [r["source"] for r in whole[0]] == [path for path, _ in folder.files]  # the folder's order
+
+
 def test_a_folder_class_the_model_does_not_know_stops_the_run_after_the_first_round(tmp_path):
     folder = make_folder(tmp_path / "photos", {"cat": [b"0:0.9"] * 40, "cow": [b"1:0.9"] * 40})
     transport = FakeTransport()
