@@ -63,6 +63,21 @@ def test_inferenceservice_runs_as_non_root_with_a_read_only_root(isvc):
     assert context["capabilities"]["drop"] == ["ALL"]
 
 
+def test_inferenceservice_mounts_a_writable_tmp_as_serve_yaml_does(isvc):
+    """With a read-only root, TF Serving's /tmp must be a volume: the same emptyDir as serve.yaml's."""
+    def tmp_volume(volumes, mounts):
+        (mount,) = [m for m in mounts if m["mountPath"] == "/tmp"]
+        (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+        assert not mount.get("readOnly")
+        return {k: v for k, v in volume.items() if k != "name"}
+
+    (deployment,) = [d for d in documents(REPO / "k8s" / "serve.yaml") if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    predictor = isvc["spec"]["predictor"]
+    assert tmp_volume(predictor["volumes"], predictor["model"]["volumeMounts"]) == \
+        tmp_volume(pod["volumes"], pod["containers"][0]["volumeMounts"]) == {"emptyDir": {}}
+
+
 def test_kserve_kustomization_lists_every_manifest():
     (kustomization,) = documents(KSERVE / "kustomization.yaml")
     manifests = sorted(p.name for p in KSERVE.glob("*.yaml") if p.name != "kustomization.yaml")
