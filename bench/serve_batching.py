@@ -3,11 +3,14 @@
     python bench/serve_batching.py --model-base-path /tmp/models --model cats_vs_dogs --images PHOTOS/
 
 In one run: the in-process SavedModel (TF Serving's session path, model_api/session_bundle.py)
-at batch 32, then the local server started twice (`python -m serving`, its own process),
-without and with --enable_batching (serving/config/batching_parameters.txt unless
---batching-parameters), each loaded by --concurrency clients sending one image per request.
-Prints images/s and p50/p99 latency for each, and batching's images/s as a share of the
-in-process rate. Every request sends real files' bytes; only 127.0.0.1 is contacted.
+at each of --in-process-batches (the reference --in-process-batch, 32, among them), then the
+local server started twice (`python -m serving`, its own process), without and with
+--enable_batching (serving/config/batching_parameters.txt unless --batching-parameters), each
+loaded by --concurrency clients sending one image per request. Prints images/s and p50/p99
+latency for each, and each server rate as a share of the in-process rate at the reference
+batch and at the best batch measured. The clients never retry and only answered images
+count; a server run with any error is printed as INVALID and compared with nothing (exit
+status 1). Every request sends real files' bytes; only 127.0.0.1 is contacted.
 """
 from __future__ import annotations
 
@@ -21,28 +24,33 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.serve_throughput import read_images, report, run_load  # noqa: E402
-from client import ModelClient  # noqa: E402
+from bench.serve_throughput import bench_client, images_per_second, read_images, report, run_load  # noqa: E402
 from model_api.versions import list_versions  # noqa: E402
 
 
-def in_process_images_per_second(version_dir: str, images: list[bytes], batch: int, rounds: int) -> float:
+def in_process_images_per_second(version_dir: str, images: list[bytes], batches: list[int],
+                                 count: int) -> dict[int, float]:
+    """{batch size: images/s} over about `count` images per batch size, one bundle for all."""
     import numpy as np
 
     from model_api import signature as sig
     from model_api.session_bundle import SessionBundle
 
     bundle = SessionBundle(version_dir)
+    rates = {}
     try:
-        feeds = [np.array([images[(r * batch + k) % len(images)] for k in range(batch)], dtype=object)
-                 for r in range(rounds)]
-        bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feeds[0]})  # first run compiles
-        started = time.perf_counter()
-        for feed in feeds:
-            bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feed})
-        return batch * rounds / (time.perf_counter() - started)
+        for batch in batches:
+            rounds = max(1, count // batch)
+            feeds = [np.array([images[(r * batch + k) % len(images)] for k in range(batch)], dtype=object)
+                     for r in range(rounds)]
+            bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feeds[0]})  # first run at this size compiles
+            started = time.perf_counter()
+            for feed in feeds:
+                bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feed})
+            rates[batch] = batch * rounds / (time.perf_counter() - started)
     finally:
         bundle.close()
+    return rates
 
 
 def free_port() -> int:
@@ -73,8 +81,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", required=True, nargs="+", help="image files or folders")
     parser.add_argument("--requests", type=int, default=640, help="requests per server run")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--in-process-batch", type=int, default=32)
-    parser.add_argument("--in-process-rounds", type=int, default=10)
+    parser.add_argument("--in-process-batch", type=int, default=32,
+                        help="the reference batch size (the >= 80%% target is against it); measured in any case")
+    parser.add_argument("--in-process-batches", type=int, nargs="+", default=[1, 4, 8, 16, 32],
+                        help="batch sizes to measure in process; the best of them is the other reference")
+    parser.add_argument("--in-process-images", type=int, default=320,
+                        help="images per in-process batch size (batch 32: 10 rounds)")
     parser.add_argument("--batching-parameters", default=os.path.join(REPO, "serving", "config",
                                                                       "batching_parameters.txt"))
     parser.add_argument("--grpc-max-threads", type=int, default=32,
@@ -91,25 +103,36 @@ def main(argv=None) -> int:
     print(f"model {args.model} version {versions[-1]}, {len(images)} distinct images, {os.cpu_count()} CPUs",
           flush=True)
 
-    in_process = in_process_images_per_second(version_dir, [data for _, data in images], args.in_process_batch,
-                                              args.in_process_rounds)
-    print(f"in-process signature, batch {args.in_process_batch}: {in_process:.1f} images/s", flush=True)
+    batches = sorted(set(args.in_process_batches) | {args.in_process_batch})
+    in_process = in_process_images_per_second(version_dir, [data for _, data in images], batches,
+                                              args.in_process_images)
+    for batch, rate in in_process.items():
+        print(f"in-process signature, batch {batch}: {rate:.1f} images/s", flush=True)
+    best = max(in_process, key=in_process.get)
+    references = {f"batch {args.in_process_batch}": in_process[args.in_process_batch],
+                  f"the best measured, batch {best}": in_process[best]}
     rates = {}
     for batching in (False, True):
         process, port = start_server(args, batching)
         try:
-            result = run_load(lambda: ModelClient.grpc(f"127.0.0.1:{port}", args.model, batch_size=1), images,
+            result = run_load(lambda: bench_client(f"127.0.0.1:{port}", args.model, 1), images,
                               args.requests, args.concurrency, 1, args.seconds)
         finally:
             process.terminate()
             process.wait(timeout=60)
         label = f"gRPC, {args.concurrency} clients x 1 image, batching {'on' if batching else 'off'}"
         print(report(label, result), flush=True)
-        rates[batching] = len(result["ms"]) / result["wall"]
-    print(f"batching on: {rates[True]:.1f} images/s = {100 * rates[True] / in_process:.0f}% of the in-process "
-          f"rate at batch {args.in_process_batch} (target >= 80%); batching off: {rates[False]:.1f} images/s = "
-          f"{100 * rates[False] / in_process:.0f}%")
-    return 0
+        rates[batching] = images_per_second(result)  # None: the run had errors
+    for batching in (True, False):
+        name = f"batching {'on' if batching else 'off'}"
+        if rates[batching] is None:
+            print(f"{name}: INVALID (errors), no rate to compare")
+            continue
+        shares = "; ".join(f"{100 * rates[batching] / rate:.0f}% of the in-process rate at {ref}"
+                           for ref, rate in references.items())
+        target = " (target >= 80% at the reference batch)" if batching else ""
+        print(f"{name}: {rates[batching]:.1f} images/s = {shares}{target}")
+    return 0 if None not in rates.values() else 1
 
 
 if __name__ == "__main__":
