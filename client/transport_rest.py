@@ -35,8 +35,6 @@ class RestTransport:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
-            if self.options.tls_ca:
-                session.verify = self.options.tls_ca
             if self.options.tls_cert:
                 session.cert = (self.options.tls_cert, self.options.tls_key) if self.options.tls_key \
                     else self.options.tls_cert
@@ -58,6 +56,10 @@ class RestTransport:
     def _request(self, method: str, url: str, **kwargs) -> dict:
         def attempt() -> dict:
             try:
+                # --tls-ca per request: a Session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+                # (psf/requests#3829), which would silently trust the system CAs instead.
+                if self.options.tls_ca:
+                    kwargs["verify"] = self.options.tls_ca
                 response = self.session.request(method, url, timeout=self.options.timeout, **kwargs)
             except requests.Timeout as err:
                 raise ServerError("DEADLINE_EXCEEDED", str(err)) from None

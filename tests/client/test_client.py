@@ -154,6 +154,28 @@ def test_grpc_over_tls_with_a_certificate_made_in_the_test(model_base, certifica
         server.stop()
 
 
+def test_rest_verifies_with_tls_ca_even_when_a_ca_bundle_variable_is_set(tmp_path, monkeypatch):
+    # requests lets REQUESTS_CA_BUNDLE replace a Session's CA file (psf/requests#3829), which
+    # would silently trust other CAs than the one given: the CA must reach the connection.
+    import requests
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read: the connection is faked")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "system-bundle.pem"))
+    used = []
+
+    def fake_send(adapter, request, **kwargs):
+        used.append(kwargs["verify"])
+        response = requests.Response()
+        response.status_code, response._content = 200, b'{"model_version_status": []}'
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", fake_send)
+    with ModelClient.rest("https://model.example:8501", "pets", tls_ca=str(ca), retries=0) as c:
+        c.status()
+    assert used == [str(ca)]
+
+
 # --- the command line ----------------------------------------------------------------------
 
 def test_cli_classifies_a_200_image_directory_as_jsonl(server, tmp_path, capsys):
