@@ -181,7 +181,7 @@ def test_tf_serving_serves_the_published_version_to_the_client(job, serve_image)
 
 
 def test_the_training_image_carries_the_predict_client_for_the_evaluation_job(train_image):
-    # k8s/evaluate-job.yaml runs `predict evaluate` from this image after a deploy.
+    # k8s/evaluate/job.yaml runs `predict evaluate` from this image after a deploy.
     result = docker("run", "--rm", "--network", "none", "--entrypoint", "predict", train_image, "evaluate", "--help",
                     check=False)
     assert result.returncode == 0, result.stdout + result.stderr
