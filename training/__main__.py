@@ -14,7 +14,7 @@ import posixpath
 import sys
 import time
 
-from training.config import TrainConfig, from_env_and_args
+from training.config import CONFIG_ERROR_EXIT, ConfigError, TrainConfig, from_env_and_args
 
 
 def _keep_caches_in(work_dir: str) -> None:
@@ -98,7 +98,11 @@ def run(config: TrainConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    config = from_env_and_args(argv)
+    try:
+        config = from_env_and_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     _keep_caches_in(config.work_dir)
     from training.checkpoints import ResumeConflict
     from training.data import DataError
@@ -108,9 +112,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         run(config)
-    except (DataError, WeightsUnavailable, ResumeConflict) as err:
+    except (ConfigError, DataError, WeightsUnavailable, ResumeConflict) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return CONFIG_ERROR_EXIT
     except (GateFailed, PublishError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -17,6 +17,12 @@ from typing import Optional, Sequence
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
+CONFIG_ERROR_EXIT = 2  # as argparse's usage errors; main's exit 1 means a failed gate or publish
+
+
+class ConfigError(ValueError):
+    """A flag, variable or combination the job cannot run with: `main` prints it as one
+    `error: ...` line and exits CONFIG_ERROR_EXIT."""
 
 # --recipe NAME: flag values applied before the environment and the flags (which still win).
 # The one place recipes are defined. "tutorial" is the tutorial exactly (every default).
@@ -170,7 +176,7 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
     flags = vars(build_parser().parse_args(argv))
     recipe = flags.get("recipe", environ.get(_env_name("recipe"), "tutorial"))
     if recipe not in RECIPES:
-        raise SystemExit(f"error: unknown --recipe {recipe!r}; one of {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown --recipe {recipe!r}; one of {', '.join(RECIPES)}")
     values = dict(RECIPES[recipe])
     for f in dataclasses.fields(TrainConfig):
         raw = environ.get(_env_name(f.name))
@@ -180,7 +186,7 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
         try:
             values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as err:
-            raise SystemExit(f"error: {_env_name(f.name)}={raw!r}: {err}")
+            raise ConfigError(f"{_env_name(f.name)}={raw!r}: {err}") from None
     values.update(flags)
     config = TrainConfig(**values)
     _validate(config)
@@ -208,7 +214,7 @@ def _validate(config: TrainConfig) -> None:
         problems.append("--weight-decay and --early-stopping-patience cannot be negative")
     problems.extend(_view_problems(config))
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def _view_problems(config: TrainConfig) -> list[str]:

@@ -193,9 +193,13 @@ def export_from_training(config: TrainConfig, model: keras.Model, data, metrics:
 def main(argv=None) -> int:
     """Export WORK/model.keras alone, with the training job's flags."""
     from training import data as data_lib
-    from training.config import from_env_and_args
+    from training.config import CONFIG_ERROR_EXIT, ConfigError, from_env_and_args
 
-    config = from_env_and_args(argv)
+    try:
+        config = from_env_and_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     model_path = join(config.work_dir, "model.keras")
     metrics_path = join(config.work_dir, "metrics.json")
     for path in (model_path, metrics_path):

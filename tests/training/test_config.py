@@ -1,6 +1,6 @@
 import pytest
 
-from training.config import TrainConfig, build_parser, from_env_and_args
+from training.config import ConfigError, TrainConfig, build_parser, from_env_and_args
 
 
 def test_defaults_reproduce_the_tutorial():
@@ -22,7 +22,7 @@ def test_flag_beats_environment_which_beats_default():
 
 
 def test_bad_environment_value_is_a_clear_error():
-    with pytest.raises(SystemExit, match="TRAIN_EPOCHS"):
+    with pytest.raises(ConfigError, match="TRAIN_EPOCHS"):
         from_env_and_args([], environ={"TRAIN_EPOCHS": "many"})
 
 
@@ -53,7 +53,7 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     config = from_env_and_args(["--recipe", "trial", "--dropout", "0.1"], environ={"TRAIN_EPOCHS": "4"})
     assert (config.epochs, config.dropout) == (4, 0.1)
     assert from_env_and_args([], environ={"TRAIN_RECIPE": "trial"}).epochs == 3
-    with pytest.raises(SystemExit, match="unknown --recipe 'fast'; one of tutorial"):
+    with pytest.raises(ConfigError, match="unknown --recipe 'fast'; one of tutorial"):
         from_env_and_args(["--recipe", "fast"], environ={})
 
 
@@ -65,5 +65,22 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     (["--early-stopping-patience", "-1"], "cannot be negative"),
 ])
 def test_bad_regularization_settings_are_one_line_errors(flags, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ConfigError, match=message):
         from_env_and_args(flags, environ={})
+
+
+@pytest.mark.parametrize("command", ["training.__main__", "training.export"])
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--img-size", "8"], {}, "--img-size must be at least 32"),
+    ([], {"TRAIN_EPOCHS": "many"}, "TRAIN_EPOCHS='many'"),
+    (["--recipe", "fast"], {}, "unknown --recipe 'fast'"),
+])
+def test_a_configuration_error_exits_2_with_one_line(command, argv, environ, message, monkeypatch, capsys):
+    """Exit 2 as argparse's errors do; 1 is what a failed gate or publish returns."""
+    import importlib
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert importlib.import_module(command).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and err.startswith("error: ") and message in err, err
