@@ -203,6 +203,10 @@ def _validate(config: TrainConfig) -> None:
         problems.append("epochs cannot be negative")
     if config.fine_tune_at < 0:
         problems.append("--fine-tune-at cannot be negative")
+    if config.shuffle_buffer < 1:
+        problems.append("--shuffle-buffer must be at least 1 (1 = no shuffling)")
+    if config.keep < 0 or config.version < 0:
+        problems.append("--keep and --version cannot be negative (0 = keep all, next version)")
     if config.tta not in TTA_CHOICES:
         problems.append(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {config.tta!r}")
     if config.lr_schedule not in LR_SCHEDULES:

@@ -63,8 +63,11 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     (["--lr-schedule", "linear"], "--lr-schedule must be one of constant, cosine, step"),
     (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
     (["--early-stopping-patience", "-1"], "cannot be negative"),
+    (["--shuffle-buffer", "0"], "--shuffle-buffer must be at least 1"),
+    (["--keep", "-1"], "--keep and --version cannot be negative"),
+    (["--version", "-2"], "--keep and --version cannot be negative"),
 ])
-def test_bad_regularization_settings_are_one_line_errors(flags, message):
+def test_bad_settings_are_one_line_errors(flags, message):
     with pytest.raises(ConfigError, match=message):
         from_env_and_args(flags, environ={})
 
