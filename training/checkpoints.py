@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from training import storage
-from training.config import TrainConfig
+from training.config import TrainConfig, local_data_dir
 
 PHASES = ("feature_extraction", "fine_tuning")
 # Every setting that changes a phase's mathematics, except the epoch counts.
@@ -84,7 +84,9 @@ def _flag(name: str) -> str:
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
     def there(k):
-        return stored.get(k, _DEFAULTS.get(k))
+        value = stored.get(k, _DEFAULTS.get(k))
+        # Work dirs from before data_dir was normalised hold it as typed (e.g. relative to the same cwd).
+        return local_data_dir(value) if k == "data_dir" and value else value
     return [f"{_flag(k)} {there(k)!r} there, {wanted.get(k)!r} now"
             for k in sorted(set(stored) | set(wanted)) if there(k) != wanted.get(k)]
 

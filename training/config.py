@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from model_api.image_folder import is_url
+
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -190,7 +192,25 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
     values.update(flags)
     config = TrainConfig(**values)
     _validate(config)
-    return config
+    return _normalised(config)
+
+
+def local_data_dir(path: str) -> str:
+    """One spelling of a local data folder (`photos`, `photos/`, `./photos`, its absolute path),
+    so that resuming and the caches see the same folder as the same setting; URLs stay as given."""
+    return path if is_url(path) else os.path.normpath(os.path.abspath(path))
+
+
+def _normalised(config: TrainConfig) -> TrainConfig:
+    """Settings compared as stored values (resume, caches) in one spelling each."""
+    changes = {}
+    if config.data_dir:
+        changes["data_dir"] = local_data_dir(config.data_dir)
+    if config.views != "identity":
+        from training import views  # imports TensorFlow: only when views are asked for
+
+        changes["views"] = ",".join(views.parse(config.views))  # "identity, flip" -> "identity,flip"
+    return dataclasses.replace(config, **changes)
 
 
 def _validate(config: TrainConfig) -> None:

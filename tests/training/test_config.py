@@ -87,3 +87,24 @@ def test_a_configuration_error_exits_2_with_one_line(command, argv, environ, mes
     assert importlib.import_module(command).main(argv) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [err.strip()] and err.startswith("error: ") and message in err, err
+
+
+def test_one_folder_and_one_view_list_are_one_setting_however_spelt(tmp_path, monkeypatch):
+    """Resume and the caches compare stored settings: a spelling must not look like a change."""
+    monkeypatch.chdir(tmp_path)
+    spellings = ["photos", "photos/", "./photos", str(tmp_path / "photos"), str(tmp_path / "photos") + "//"]
+    assert {from_env_and_args(["--data-dir", s], environ={}).data_dir for s in spellings} == {str(tmp_path / "photos")}
+    assert from_env_and_args(["--data-dir", "gs://bucket/photos/"], environ={}).data_dir == "gs://bucket/photos/"
+    assert {from_env_and_args(["--views", v], environ={}).views
+            for v in ("identity,flip", "identity, flip", " identity ,flip,")} == {"identity,flip"}
+
+
+def test_a_run_stored_with_a_relative_data_dir_resumes_under_its_absolute_spelling(tmp_path, monkeypatch):
+    from training import checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    config = from_env_and_args(["--data-dir", "photos/"], environ={})
+    stored = {**checkpoints.phase_settings(config, "feature_extraction", 1), "data_dir": "photos"}
+    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1)) == []
+    stored["data_dir"] = "other"
+    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1))
