@@ -31,13 +31,15 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, phases, plans, report
+    from training import checkpoints, loops, phases, plans, report
     from training import data as data_lib
     from training import model as model_lib
     from training.distribute import make_runtime
     from training.progress import say
 
     runtime = make_runtime(config.batch_size)
+    if config.dropout and runtime.shard.count > 1:  # before the data and the model, not in the first epoch
+        raise ConfigError(loops.DROPOUT_WITH_WORKERS)
     # Non-chief workers write everything (checkpoints included) into their own scratch folder.
     config = dataclasses.replace(config, work_dir=runtime.work_dir_for(config.work_dir))
     work_dir = config.work_dir
