@@ -40,6 +40,10 @@ def run(config: TrainConfig) -> dict:
     runtime = make_runtime(config.batch_size)
     if config.dropout and runtime.shard.count > 1:  # before the data and the model, not in the first epoch
         raise ConfigError(loops.DROPOUT_WITH_WORKERS)
+    if config.export and runtime.is_chief:
+        from training import export
+
+        export.check_serving_config(config)  # before training, not after publishing
     # Non-chief workers write everything (checkpoints included) into their own scratch folder.
     config = dataclasses.replace(config, work_dir=runtime.work_dir_for(config.work_dir))
     work_dir = config.work_dir

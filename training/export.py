@@ -25,7 +25,7 @@ import tensorflow as tf
 from model_api import signature as sig
 from model_api.versions import join
 from training import data_identity, decision, publish, storage
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.preprocess import bytes_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
@@ -171,6 +171,15 @@ def write_servable(model: keras.Model, class_names: list[str], config: TrainConf
     write_warmup_file(join(directory, sig.WARMUP_FILE), config.resolved_model_name, warmup)
 
 
+def check_serving_config(config: TrainConfig) -> None:
+    """Read --serving-config before training or exporting: a bad file is a ConfigError, not a late
+    failure after a version was published (a retried Job would publish another each time)."""
+    try:
+        publish.protected_versions(config.serving_config, config.resolved_model_name)
+    except publish.PublishError as err:
+        raise ConfigError(str(err)) from None
+
+
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
@@ -193,10 +202,11 @@ def export_from_training(config: TrainConfig, model: keras.Model, data, metrics:
 def main(argv=None) -> int:
     """Export WORK/model.keras alone, with the training job's flags."""
     from training import data as data_lib
-    from training.config import CONFIG_ERROR_EXIT, ConfigError, from_env_and_args
+    from training.config import CONFIG_ERROR_EXIT, from_env_and_args
 
     try:
         config = from_env_and_args(argv)
+        check_serving_config(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT

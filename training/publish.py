@@ -61,6 +61,7 @@ def publish(base_path: str, model_name: str, write: Callable[[str, int], None], 
             version: int | None = None, keep: int = 0, serving_config: str | None = None,
             lock_timeout: float = locking.DEFAULT_TIMEOUT_SECONDS) -> dict:
     """Stage with `write(directory, version)`, run the gate, put into place; prune with keep."""
+    protected = protected_versions(serving_config, model_name)  # a bad file fails here, before a version exists
     model_dir = join(base_path, model_name)
     try:
         gfile.makedirs(model_dir)
@@ -69,13 +70,12 @@ def publish(base_path: str, model_name: str, write: Callable[[str, int], None], 
     owner = locking.Owner.new()
     try:
         with locking.publish_lock(model_dir, owner, timeout=lock_timeout, say=say):
-            return _publish_locked(model_dir, base_path, model_name, write, gate, version, keep,
-                                   serving_config, owner)
+            return _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner)
     except locking.LockTimeout as err:
         raise PublishError(str(err)) from None
 
 
-def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, serving_config, owner) -> dict:
+def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner) -> dict:
     remove_abandoned_staging(model_dir, owner)
     version = int(version) if version else next_version(model_dir)
     final = version_dir(base_path, model_name, version)
@@ -93,7 +93,7 @@ def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep
         if gfile.exists(staging):
             storage.remove_tree(staging)
     say(f"[export] published {final}")
-    removed = prune(model_dir, keep, protected_versions(serving_config, model_name), owner) if keep else []
+    removed = prune(model_dir, keep, protected, owner) if keep else []
     return {"version": version, "path": final, "gate": {**accuracy_report, **servable_report},
             "removed_versions": removed}
 
@@ -120,14 +120,21 @@ def put_in_place(staging: str, final: str, version: int) -> None:
 
 
 def protected_versions(serving_config: str | None, model_name: str) -> set[int]:
-    """Versions a TF Serving models.config points a label at (they must never be pruned)."""
+    """Versions a TF Serving models.config points a label at (they must never be pruned).
+
+    Read before anything is published: a missing or malformed file is a PublishError."""
     if not serving_config:
         return set()
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    with gfile.GFile(serving_config, "r") as f:
-        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    try:
+        with gfile.GFile(serving_config, "r") as f:
+            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    except tf.errors.OpError as err:
+        raise PublishError(f"cannot read --serving-config {serving_config}: {err.message}") from None
+    except text_format.ParseError as err:
+        raise PublishError(f"--serving-config {serving_config} is not a TF Serving models.config: {err}") from None
     protected = set()
     for model in config.model_config_list.config:
         if model.name == model_name:

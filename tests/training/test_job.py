@@ -123,3 +123,21 @@ def test_dropout_with_several_workers_is_refused_before_any_work(tmp_path, monke
     assert job.main(["--dropout", "0.2", "--weights", "none", "--work-dir", str(tmp_path / "w"), "--no-export"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == ["error: " + DROPOUT_WITH_WORKERS], err
+
+
+@pytest.mark.parametrize("command", ["training.__main__", "training.export"])
+def test_a_malformed_serving_config_fails_before_training_in_one_line(tmp_path, monkeypatch, capsys, command):
+    import importlib
+
+    from training import data
+
+    for name in ("KERAS_HOME", "MPLCONFIGDIR"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setattr(data, "load", lambda config: pytest.fail("read the data before checking --serving-config"))
+    (tmp_path / "models.config").write_text("model_config_list { config { name: 'm' version_labels { key: 's' } ")
+    argv = ["--weights", "none", "--work-dir", str(tmp_path / "w"), "--model-base-path", str(tmp_path / "models"),
+            "--keep", "1", "--serving-config", str(tmp_path / "models.config")]
+    assert importlib.import_module(command).main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: --serving-config ") and "models.config" in err, err
+    assert not (tmp_path / "models").exists()

@@ -100,6 +100,19 @@ def test_keep_prunes_old_versions_but_never_a_labelled_one(tmp_path, no_servable
     assert entries(tmp_path / "m") == ["1", "4", "5"], "no trash folder is left behind"
 
 
+@pytest.mark.parametrize("text, message", [(None, "cannot read --serving-config"),
+                                           ("model_config_list { config { nme: 'm' } }", "not a TF Serving")])
+def test_a_bad_serving_config_publishes_nothing(tmp_path, no_servable_check, text, message):
+    """Read before the version is placed: a retried Job must not publish one more version per try."""
+    config = tmp_path / "models.config"
+    if text is not None:
+        config.write_text(text)
+    for _ in range(2):
+        with pytest.raises(publish.PublishError, match=message):
+            _publish(tmp_path, keep=1, serving_config=str(config))
+    assert not (tmp_path / "m").exists() or list_versions(tmp_path / "m") == []
+
+
 def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path, no_servable_check):
     script = textwrap.dedent(f"""
         import os, signal, sys
