@@ -72,6 +72,14 @@ def owner_of(name: str) -> Owner | None:
     return Owner(host, int(pid), token.split("-", 1)[0])
 
 
+def purpose_of(name: str) -> str:
+    """The purpose a staging name records after its token (`placing-3`), '' for none."""
+    if owner_of(name) is None:
+        return ""
+    head = name[len(STAGING_PREFIX):].split("@", 1)[0]
+    return head.split("-", 2)[2] if head.count("-") >= 2 else ""
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

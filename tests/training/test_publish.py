@@ -237,6 +237,45 @@ def test_ram_versions_count_up_refuse_overwrite_and_prune(ram_base, no_servable_
     assert not tf.io.gfile.exists(f"{ram_base}/m/1/{storage.SAVED_MODEL_FILE}")
 
 
+def test_an_interrupted_copy_removes_its_half_version(ram_base, no_servable_check, monkeypatch):
+    """Ctrl-C (or SystemExit from a signal handler) mid-copy: no integer folder without saved_model.pb stays."""
+    original = storage.copy_tree
+
+    def interrupted(source, target):
+        storage.write_text(tf.io.gfile.join(target, "variables", "part-0"), "half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "copy_tree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _publish(ram_base)
+    assert entries(f"{ram_base}/m") == []
+    monkeypatch.setattr(storage, "copy_tree", original)
+    assert _publish(ram_base)["version"] == 1
+
+
+def test_a_version_left_half_copied_by_a_dead_export_is_removed_by_the_next(ram_base, no_servable_check, capsys):
+    """A killed process cleans nothing: its `placing-<n>` marker lets the next publisher, under the
+    lock, prove `<n>/` abandoned. Versions without a marker are never touched (a hand-copied
+    version with saved_model.pbtxt, a writer that takes no lock)."""
+    model_dir = f"{ram_base}/m"
+    _publish(ram_base)
+    dead = locking.Owner("another-host", 4242, "dead0000")
+    storage.write_text(f"{model_dir}/{dead.staging_name('placing-2')}", "")
+    storage.write_text(f"{model_dir}/2/variables/part-0", "half")
+    storage.write_text(f"{model_dir}/{dead.staging_name('removing-1')}", "")  # died before deleting 1's .pb
+    assert _publish(ram_base)["version"] == 3, "a number TF Serving may have seen fail is not reused"
+    assert entries(model_dir) == ["1", "3"]
+    assert_complete(f"{model_dir}/1", "t")
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "removed version" in line] == [
+        f"[export] removed version 2, left without {storage.SAVED_MODEL_FILE} by an export that stopped while "
+        "placing it"]
+    storage.write_text(f"{model_dir}/7/saved_model.pbtxt", "by hand")
+    storage.write_text(f"{model_dir}/9/variables/part-0", "a copy in progress, without the lock")
+    assert _publish(ram_base)["version"] == 10
+    assert entries(model_dir) == ["1", "10", "3", "7", "9"]
+
+
 def test_two_exporters_on_ram_publish_two_complete_distinct_versions(ram_base, no_servable_check):
     results, errors = {}, []
     barrier = threading.Barrier(2)
