@@ -36,6 +36,13 @@ def write_json(path: str, value) -> None:
     write_text(path, json.dumps(value, indent=2))
 
 
+def replace_json(path: str, value, text: str | None = None) -> None:
+    """Write `value` as JSON (or `text`) beside `path`, then rename it over `path`: a reader
+    finds the old file or the new one, never half of one."""
+    write_text(path + ".tmp", json.dumps(value, indent=2) if text is None else text)
+    gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 def read_json(path: str):
     with gfile.GFile(path, "r") as f:
         return json.loads(f.read())
