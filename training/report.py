@@ -71,25 +71,44 @@ def _save_figure(fig, path: str) -> None:
         f.write(buffer.getvalue())
 
 
+CURVES = ("accuracy", "val_accuracy", "loss", "val_loss")
+
+
+def curve_points(phases: list[PhaseResult]) -> dict[str, tuple[list[int], list[float]]]:
+    """(epochs, values) of each curve: a phase's i-th epoch is job epoch first_epoch + 1 + i
+    (1-based), so a phase that stopped early leaves a gap rather than shifting the next one."""
+    points = {key: ([], []) for key in CURVES}
+    for phase in phases:
+        for key, (epochs, values) in points.items():
+            history = phase.history.get(key, [])
+            epochs.extend(phase.first_epoch + 1 + i for i in range(len(history)))
+            values.extend(history)
+    return points
+
+
+def fine_tuning_line(phases: list[PhaseResult]) -> float | None:
+    """Where 'Start Fine Tuning' is drawn: just before phase 2's first epoch."""
+    if len(phases) > 1 and phases[1].epochs:
+        return phases[1].first_epoch + 0.5
+    return None
+
+
 def plot_learning_curves(phases: list[PhaseResult], path: str) -> str:
     """The tutorial's figure: accuracy and cross-entropy per epoch, with a 'Start Fine Tuning' line."""
-    series = {k: [] for k in ("accuracy", "val_accuracy", "loss", "val_loss")}
-    for phase in phases:
-        for key in series:
-            series[key].extend(phase.history.get(key, []))
-    epochs = np.arange(1, len(series["loss"]) + 1)
+    points = curve_points(phases)
     fig, (ax_acc, ax_loss) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
     for ax, key, title in ((ax_acc, "accuracy", "Training and Validation Accuracy"),
                            (ax_loss, "loss", "Training and Validation Loss")):
-        ax.plot(epochs[:len(series[key])], series[key], label=f"Training {key.title()}")
-        if series["val_" + key]:
-            ax.plot(epochs[:len(series["val_" + key])], series["val_" + key], label=f"Validation {key.title()}")
+        ax.plot(*points[key], label=f"Training {key.title()}")
+        if points["val_" + key][1]:
+            ax.plot(*points["val_" + key], label=f"Validation {key.title()}")
         ax.set_title(title)
         ax.set_ylabel("Cross Entropy" if key == "loss" else "Accuracy")
         ax.grid(alpha=0.3)
-    if len(phases) > 1 and phases[1].epochs:
+    start = fine_tuning_line(phases)
+    if start is not None:
         for ax in (ax_acc, ax_loss):
-            ax.axvline(phases[1].first_epoch + 0.5, color="green", linestyle="--", label="Start Fine Tuning")
+            ax.axvline(start, color="green", linestyle="--", label="Start Fine Tuning")
     for ax in (ax_acc, ax_loss):
         ax.legend(loc="best")
     ax_loss.set_xlabel("epoch")
