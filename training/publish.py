@@ -109,7 +109,7 @@ def publish(base_path: str, model_name: str, write: Callable[[str, int], None], 
     try:
         with locking.publish_lock(model_dir, owner, timeout=lock_timeout, say=say):
             return _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner)
-    except locking.LockTimeout as err:
+    except locking.LockError as err:  # a timeout, or a lock the filesystem cannot give
         raise PublishError(str(err)) from None
 
 

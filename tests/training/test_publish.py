@@ -1,5 +1,6 @@
 """Publishing: versions, the publish lock, owned staging folders, no-replace placement,
 two exporters at once, and the same protocol on TF's in-memory ram:// filesystem."""
+import errno
 import json
 import os
 import subprocess
@@ -343,3 +344,38 @@ def test_an_export_that_cannot_get_the_lock_in_time_publishes_nothing(tmp_path, 
         release.set()
         thread.join()
     assert entries(tmp_path / "m") == []
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOLCK, r"No locks available \(ENOLCK\); on NFS the server's lock"),
+                                          (errno.EBADF, r"Bad file descriptor \(EBADF\)")], ids=["ENOLCK", "EBADF"])
+def test_a_lock_the_filesystem_cannot_give_is_one_line_not_an_hours_wait(tmp_path, no_servable_check, monkeypatch,
+                                                                         code, reason):
+    """Only EAGAIN/EACCES mean another exporter holds the lock; anything else would never pass."""
+    import fcntl
+    import time
+
+    def refuse(fd, operation, *args):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "lockf", refuse)
+    gate = publish.Gate(test_accuracy=0.9, data_identity=IDENTITY, split={"s": 1})
+    started = time.monotonic()
+    with pytest.raises(publish.PublishError, match=f"^cannot lock the publish lock .*{reason}") as raised:
+        publish.publish(str(tmp_path), "m", fake_servable("t"), gate, lock_timeout=3)  # not a wait that times out
+    assert time.monotonic() - started < 2 and "\n" not in str(raised.value)
+    assert list_versions(tmp_path / "m") == []
+
+
+def test_a_lock_file_this_user_cannot_open_is_one_line(tmp_path, no_servable_check, monkeypatch):
+    original = os.open
+
+    def open_as_another_user(path, flags, *args):
+        if str(path).endswith(locking.LOCK_FILE):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return original(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_as_another_user)
+    with pytest.raises(publish.PublishError, match=r"^cannot open the publish lock .*\.publish\.lock: Permission denied$"):
+        _publish(tmp_path)
+    assert list_versions(tmp_path / "m") == []
