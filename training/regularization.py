@@ -65,6 +65,8 @@ class EarlyStopping(keras.callbacks.Callback):
 
     `history` is the phase's history dict that the checkpoint callback appends to (this
     callback must run before it, so the best weights it copies are saved with the epoch).
+    Every epoch's logs must hold val_loss: the phase creates it only when there are validation
+    images (phases._early_stopping says early stopping is off otherwise).
     """
 
     def __init__(self, patience: int, variables, history: dict):
@@ -80,8 +82,6 @@ class EarlyStopping(keras.callbacks.Callback):
         return has_stopped(self.history.get("val_loss", []), self.patience)
 
     def on_epoch_end(self, epoch, logs=None):
-        if "val_loss" not in (logs or {}):
-            raise ValueError("early stopping needs validation images (the validation split is empty)")
         losses = [*self.history.get("val_loss", []), float(logs["val_loss"])]
         if best_epoch(losses) == len(losses) - 1:
             for best, variable in zip(self.best_weights, self.variables):
