@@ -22,7 +22,8 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "step")
+from training.config import LR_SCHEDULES
+
 STEP_MILESTONES = (0.5, 0.75)  # step: x0.1 after half the phase's epochs, x0.01 after three quarters
 
 
@@ -37,7 +38,7 @@ def learning_rate_factor(schedule: str, epoch_in_phase: int, phase_epochs: int) 
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "step":
         return 0.1 ** sum(progress >= milestone for milestone in STEP_MILESTONES)
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(LR_SCHEDULES)}")
 
 
 def schedule_callback(schedule: str, learning_rate: float, first_epoch: int, phase_epochs: int):
