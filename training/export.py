@@ -26,6 +26,7 @@ from model_api import signature as sig
 from model_api.versions import join
 from training import data_identity, decision, publish, storage
 from training.config import ConfigError, TrainConfig
+from training.data import FOLDER_FRACTIONS
 from training.preprocess import bytes_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
@@ -130,7 +131,9 @@ def code_version() -> str:
 def split_description(config: TrainConfig) -> dict:
     """What identifies the test split, so that accuracies are compared only like for like."""
     if config.data_dir:
-        return {"kind": "folder", "fractions": [0.8, 0.1, 0.1], "seed": config.seed, "max_images": config.max_images}
+        # a list, as the model card's JSON holds it, so that a stored split compares equal
+        return {"kind": "folder", "fractions": list(FOLDER_FRACTIONS), "seed": config.seed,
+                "max_images": config.max_images}
     return {"kind": "tfds", "train": config.train_split, "validation": config.validation_split,
             "test": config.test_split, "max_images": config.max_images}
 
