@@ -30,6 +30,7 @@ import tensorflow as tf
 from model_api.versions import join, list_versions, next_version, version_dir
 from training import locking, storage
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
+from training.progress import say
 
 __all__ = ["Gate", "GateFailed", "PublishError", "publish", "prune", "protected_versions"]
 gfile = tf.io.gfile
@@ -37,10 +38,6 @@ gfile = tf.io.gfile
 
 class PublishError(RuntimeError):
     """The version cannot be published (it exists already, the base path is unusable)."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # Object-store operations that leave `<n>/` without saved_model.pb while they run; each is
