@@ -152,9 +152,8 @@ class PhaseCheckpoint:
 
     def save(self, epoch: int, history: dict) -> None:
         tf.io.gfile.makedirs(self.directory)
-        state_path = _state_path(self.directory, epoch)
-        storage.write_json(state_path + ".tmp", {"epoch": epoch, "history": history, "settings": self.settings})
-        tf.io.gfile.rename(state_path + ".tmp", state_path, overwrite=True)
+        storage.replace_json(_state_path(self.directory, epoch),
+                             {"epoch": epoch, "history": history, "settings": self.settings})
         self._manager.save(checkpoint_number=epoch)  # the index update is the commit point
         for name in tf.io.gfile.listdir(self.directory):
             match = re.fullmatch(r"state-(\d+)\.json", name)

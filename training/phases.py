@@ -210,6 +210,4 @@ def _stored_result(directory: str) -> PhaseResult | None:
 
 
 def _store_result(directory: str, result: PhaseResult) -> None:
-    path = posixpath.join(directory, RESULT_FILE)
-    storage.write_json(path + ".tmp", asdict(result))
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    storage.replace_json(posixpath.join(directory, RESULT_FILE), asdict(result))

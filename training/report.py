@@ -6,7 +6,6 @@ tf.io.gfile, so the work dir may be gs://, s3:// or ram://.
 from __future__ import annotations
 
 import io
-import json
 import platform
 import posixpath
 from dataclasses import asdict
@@ -16,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from training import decision, storage  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -55,9 +53,7 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
 
 def write_metrics(work_dir: str, metrics: dict) -> str:
     path = posixpath.join(work_dir, "metrics.json")
-    tmp = path + ".tmp"
-    storage.write_text(tmp, json.dumps(metrics, indent=2, default=float))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    storage.replace_json(path, metrics, default=float)
     return path
 
 
@@ -65,10 +61,7 @@ def _save_figure(fig, path: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    if tf.io.gfile.exists(path):  # replace it (some file systems, e.g. ram://, append otherwise)
-        tf.io.gfile.remove(path)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
 
 
 CURVES = ("accuracy", "val_accuracy", "loss", "val_loss")

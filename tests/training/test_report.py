@@ -34,3 +34,21 @@ def test_the_figure_is_written(tmp_path):
     phases = [_phase("feature_extraction", 0, 5, [0.9, 0.8, 0.7]), _phase("fine_tuning", 5, 2, [0.5, 0.4])]
     path = report.plot_learning_curves(phases, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith("curves.png")
+
+
+def test_figures_and_metrics_replace_what_a_rerun_wrote_on_ram():
+    """TF's RamFileSystem appends to an existing file; a resumed job rewrites both."""
+    import uuid
+
+    import tensorflow as tf
+
+    work = f"ram://report-{uuid.uuid4().hex[:8]}"
+    phases = [_phase("feature_extraction", 0, 2, [0.9, 0.8])]
+    path = report.plot_learning_curves(phases, f"{work}/curves.png")
+    size = tf.io.gfile.stat(path).length
+    report.plot_learning_curves(phases, path)
+    assert tf.io.gfile.stat(path).length == size
+    for value in (1.5, 2.5):
+        report.write_metrics(work, {"test_accuracy": value})
+    with tf.io.gfile.GFile(f"{work}/metrics.json") as f:
+        assert f.read() == '{\n  "test_accuracy": 2.5\n}'
