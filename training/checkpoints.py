@@ -26,8 +26,9 @@ import tensorflow as tf
 from training import storage
 from training.config import TrainConfig, local_data_dir
 
-PHASES = ("feature_extraction", "fine_tuning")
-PHASE_EPOCHS = {"feature_extraction": "epochs", "fine_tuning": "fine_tune_epochs"}  # each phase's epoch count
+# The phases' names: their checkpoint folders, metrics.json keys and progress-line prefixes.
+PHASES = FEATURE_EXTRACTION, FINE_TUNING = ("feature_extraction", "fine_tuning")
+PHASE_EPOCHS = {FEATURE_EXTRACTION: "epochs", FINE_TUNING: "fine_tune_epochs"}  # each phase's epoch count
 # Every setting that changes a phase's mathematics, except the epoch counts.
 RUN_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
                 "img_size", "batch_size", "shuffle_buffer", "augment", "weights", "learning_rate", "fine_tune_at",
@@ -55,7 +56,7 @@ def phase_settings(config: TrainConfig, phase: str, workers: int) -> dict:
     """What must match for `phase` to resume. Phase 2 also starts from phase 1's last epoch."""
     settings = {name: getattr(config, name) for name in RUN_SETTINGS}
     settings["workers"] = workers
-    if phase == "fine_tuning":
+    if phase == FINE_TUNING:
         settings["epochs"] = config.epochs
     if config.lr_schedule != "constant":  # the schedule spans the phase's epochs: more of them change every rate
         name = PHASE_EPOCHS[phase]
@@ -99,7 +100,7 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
 
 def check_resumable(config: TrainConfig, workers: int) -> None:
     """Raise ResumeConflict before any work if the work dir's checkpoints cannot be continued."""
-    first_epoch = {"feature_extraction": 0, "fine_tuning": config.epochs}
+    first_epoch = {FEATURE_EXTRACTION: 0, FINE_TUNING: config.epochs}
     wanted_epochs = {phase: getattr(config, name) for phase, name in PHASE_EPOCHS.items()}
     fresh = "add --restart to discard it, or use a new --work-dir"
     for phase in PHASES:
