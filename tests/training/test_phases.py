@@ -78,6 +78,16 @@ def test_a_restarted_job_reuses_a_complete_cache_and_recomputes_an_incomplete_on
     assert other.caches.seconds > 0, "a cache of other settings must be recomputed"
 
 
+def test_every_setting_a_cache_depends_on_is_a_resume_setting():
+    """A change that recomputes the frozen outputs changes the mathematics, so resuming must refuse it."""
+    from training import checkpoints, plans
+
+    assert set(plans.CACHE_SETTINGS) <= set(checkpoints.RUN_SETTINGS), set(plans.CACHE_SETTINGS) - set(
+        checkpoints.RUN_SETTINGS)
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert set(checkpoints.RUN_SETTINGS) <= fields and set(plans.CACHE_SETTINGS) <= fields
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
     """A marker cut short (a crash while it was written, before it was written via a rename) or
