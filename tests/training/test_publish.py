@@ -376,6 +376,7 @@ def test_a_lock_file_this_user_cannot_open_is_one_line(tmp_path, no_servable_che
         return original(path, flags, *args)
 
     monkeypatch.setattr(os, "open", open_as_another_user)
-    with pytest.raises(publish.PublishError, match=r"^cannot open the publish lock .*\.publish\.lock: Permission denied$"):
+    refused = r"^cannot open the publish lock .*\.publish\.lock: Permission denied$"
+    with pytest.raises(publish.PublishError, match=refused):
         _publish(tmp_path)
     assert list_versions(tmp_path / "m") == []
