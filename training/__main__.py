@@ -14,7 +14,7 @@ import posixpath
 import sys
 import time
 
-from training.config import TrainConfig, from_env_and_args
+from training.config import CONFIG_ERROR_EXIT, ConfigError, TrainConfig, from_env_and_args
 
 
 def _keep_caches_in(work_dir: str) -> None:
@@ -31,13 +31,19 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, phases, plans, report
+    from training import checkpoints, loops, phases, plans, report
     from training import data as data_lib
     from training import model as model_lib
     from training.distribute import make_runtime
     from training.progress import say
 
     runtime = make_runtime(config.batch_size)
+    if config.dropout and runtime.shard.count > 1:  # before the data and the model, not in the first epoch
+        raise ConfigError(loops.DROPOUT_WITH_WORKERS)
+    if config.export and runtime.is_chief:
+        from training import export
+
+        export.check_serving_config(config)  # before training, not after publishing
     # Non-chief workers write everything (checkpoints included) into their own scratch folder.
     config = dataclasses.replace(config, work_dir=runtime.work_dir_for(config.work_dir))
     work_dir = config.work_dir
@@ -98,7 +104,11 @@ def run(config: TrainConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    config = from_env_and_args(argv)
+    try:
+        config = from_env_and_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     _keep_caches_in(config.work_dir)
     from training.checkpoints import ResumeConflict
     from training.data import DataError
@@ -108,9 +118,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         run(config)
-    except (DataError, WeightsUnavailable, ResumeConflict) as err:
+    except (ConfigError, DataError, WeightsUnavailable, ResumeConflict) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return CONFIG_ERROR_EXIT
     except (GateFailed, PublishError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

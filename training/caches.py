@@ -73,15 +73,20 @@ class Caches:
 
 
 def _read_marker(path: str) -> dict | None:
+    """The marker's identity; None when absent or unreadable (the cache is then rebuilt)."""
     marker = path + MARKER_SUFFIX
     if not tf.io.gfile.exists(marker):
         return None
-    with tf.io.gfile.GFile(marker) as f:
-        return json.load(f)
+    try:
+        with tf.io.gfile.GFile(marker) as f:
+            return json.load(f)
+    except (ValueError, tf.errors.OpError) as err:
+        say(f"[cache] rebuilding {path}: its marker is unreadable ({str(err).splitlines()[0]})")
+        return None
 
 
 def _write_marker(path: str, identity: dict) -> None:
-    storage.write_json(path + MARKER_SUFFIX, identity)
+    storage.replace_json(path + MARKER_SUFFIX, identity)  # written whole or not at all
 
 
 def _write(path: str, run, model: keras.Model, source_batches: tf.data.Dataset) -> None:

@@ -24,9 +24,11 @@ import keras
 import tensorflow as tf
 
 from training import storage
-from training.config import TrainConfig
+from training.config import TrainConfig, local_data_dir
 
-PHASES = ("feature_extraction", "fine_tuning")
+# The phases' names: their checkpoint folders, metrics.json keys and progress-line prefixes.
+PHASES = FEATURE_EXTRACTION, FINE_TUNING = ("feature_extraction", "fine_tuning")
+PHASE_EPOCHS = {FEATURE_EXTRACTION: "epochs", FINE_TUNING: "fine_tune_epochs"}  # each phase's epoch count
 # Every setting that changes a phase's mathematics, except the epoch counts.
 RUN_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
                 "img_size", "batch_size", "shuffle_buffer", "augment", "weights", "learning_rate", "fine_tune_at",
@@ -54,8 +56,11 @@ def phase_settings(config: TrainConfig, phase: str, workers: int) -> dict:
     """What must match for `phase` to resume. Phase 2 also starts from phase 1's last epoch."""
     settings = {name: getattr(config, name) for name in RUN_SETTINGS}
     settings["workers"] = workers
-    if phase == "fine_tuning":
+    if phase == FINE_TUNING:
         settings["epochs"] = config.epochs
+    if config.lr_schedule != "constant":  # the schedule spans the phase's epochs: more of them change every rate
+        name = PHASE_EPOCHS[phase]
+        settings[name] = getattr(config, name)
     return settings
 
 
@@ -84,15 +89,19 @@ def _flag(name: str) -> str:
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
     def there(k):
-        return stored.get(k, _DEFAULTS.get(k))
+        value = stored.get(k, _DEFAULTS.get(k))
+        # Work dirs from before data_dir was normalised hold it as typed (e.g. relative to the same cwd).
+        return local_data_dir(value) if k == "data_dir" and value else value
+    # A run stored before the epoch counts were recorded with a schedule cannot be checked for them.
+    unrecorded = {k for k in PHASE_EPOCHS.values() if k not in stored}
     return [f"{_flag(k)} {there(k)!r} there, {wanted.get(k)!r} now"
-            for k in sorted(set(stored) | set(wanted)) if there(k) != wanted.get(k)]
+            for k in sorted((set(stored) | set(wanted)) - unrecorded) if there(k) != wanted.get(k)]
 
 
 def check_resumable(config: TrainConfig, workers: int) -> None:
     """Raise ResumeConflict before any work if the work dir's checkpoints cannot be continued."""
-    first_epoch = {"feature_extraction": 0, "fine_tuning": config.epochs}
-    wanted_epochs = {"feature_extraction": config.epochs, "fine_tuning": config.fine_tune_epochs}
+    first_epoch = {FEATURE_EXTRACTION: 0, FINE_TUNING: config.epochs}
+    wanted_epochs = {phase: getattr(config, name) for phase, name in PHASE_EPOCHS.items()}
     fresh = "add --restart to discard it, or use a new --work-dir"
     for phase in PHASES:
         directory = phase_dir(config.work_dir, phase)
@@ -106,7 +115,7 @@ def check_resumable(config: TrainConfig, workers: int) -> None:
                                  f"({'; '.join(differences)}): {fresh}")
         done = epoch - first_epoch[phase]
         if done > wanted_epochs[phase]:
-            flag = "--epochs" if phase == "feature_extraction" else "--fine-tune-epochs"
+            flag = _flag(PHASE_EPOCHS[phase])
             raise ResumeConflict(f"{config.work_dir} holds a {phase} run that has already trained {done} epochs, "
                                  f"more than {flag} {wanted_epochs[phase]}: ask for at least {done}, or {fresh}")
 
@@ -144,9 +153,8 @@ class PhaseCheckpoint:
 
     def save(self, epoch: int, history: dict) -> None:
         tf.io.gfile.makedirs(self.directory)
-        state_path = _state_path(self.directory, epoch)
-        storage.write_json(state_path + ".tmp", {"epoch": epoch, "history": history, "settings": self.settings})
-        tf.io.gfile.rename(state_path + ".tmp", state_path, overwrite=True)
+        storage.replace_json(_state_path(self.directory, epoch),
+                             {"epoch": epoch, "history": history, "settings": self.settings})
         self._manager.save(checkpoint_number=epoch)  # the index update is the commit point
         for name in tf.io.gfile.listdir(self.directory):
             match = re.fullmatch(r"state-(\d+)\.json", name)

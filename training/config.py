@@ -14,9 +14,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from model_api.image_folder import is_url
+
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
+CONFIG_ERROR_EXIT = 2  # as argparse's usage errors; main's exit 1 means a failed gate or publish
+
+
+class ConfigError(ValueError):
+    """A flag, variable or combination the job cannot run with: `main` prints it as one
+    `error: ...` line and exits CONFIG_ERROR_EXIT."""
 
 # --recipe NAME: flag values applied before the environment and the flags (which still win).
 # The one place recipes are defined. "tutorial" is the tutorial exactly (every default).
@@ -170,7 +178,7 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
     flags = vars(build_parser().parse_args(argv))
     recipe = flags.get("recipe", environ.get(_env_name("recipe"), "tutorial"))
     if recipe not in RECIPES:
-        raise SystemExit(f"error: unknown --recipe {recipe!r}; one of {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown --recipe {recipe!r}; one of {', '.join(RECIPES)}")
     values = dict(RECIPES[recipe])
     for f in dataclasses.fields(TrainConfig):
         raw = environ.get(_env_name(f.name))
@@ -180,11 +188,29 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
         try:
             values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as err:
-            raise SystemExit(f"error: {_env_name(f.name)}={raw!r}: {err}")
+            raise ConfigError(f"{_env_name(f.name)}={raw!r}: {err}") from None
     values.update(flags)
     config = TrainConfig(**values)
     _validate(config)
-    return config
+    return _normalised(config)
+
+
+def local_data_dir(path: str) -> str:
+    """One spelling of a local data folder (`photos`, `photos/`, `./photos`, its absolute path),
+    so that resuming and the caches see the same folder as the same setting; URLs stay as given."""
+    return path if is_url(path) else os.path.normpath(os.path.abspath(path))
+
+
+def _normalised(config: TrainConfig) -> TrainConfig:
+    """Settings compared as stored values (resume, caches) in one spelling each."""
+    changes = {}
+    if config.data_dir:
+        changes["data_dir"] = local_data_dir(config.data_dir)
+    if config.views != "identity":
+        from training import views  # imports TensorFlow: only when views are asked for
+
+        changes["views"] = ",".join(views.parse(config.views))  # "identity, flip" -> "identity,flip"
+    return dataclasses.replace(config, **changes)
 
 
 def _validate(config: TrainConfig) -> None:
@@ -197,6 +223,10 @@ def _validate(config: TrainConfig) -> None:
         problems.append("epochs cannot be negative")
     if config.fine_tune_at < 0:
         problems.append("--fine-tune-at cannot be negative")
+    if config.shuffle_buffer < 1:
+        problems.append("--shuffle-buffer must be at least 1 (1 = no shuffling)")
+    if config.keep < 0 or config.version < 0:
+        problems.append("--keep and --version cannot be negative (0 = keep all, next version)")
     if config.tta not in TTA_CHOICES:
         problems.append(f"--tta must be one of {', '.join(TTA_CHOICES)}, not {config.tta!r}")
     if config.lr_schedule not in LR_SCHEDULES:
@@ -208,7 +238,7 @@ def _validate(config: TrainConfig) -> None:
         problems.append("--weight-decay and --early-stopping-patience cannot be negative")
     problems.extend(_view_problems(config))
     if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def _view_problems(config: TrainConfig) -> list[str]:

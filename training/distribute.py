@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
+from training.config import ConfigError
 from training.inputs import Shard
 
 
@@ -44,8 +45,8 @@ def make_runtime(global_batch_size: int = 1) -> Runtime:
         task_type, task_id = resolver.task_type, resolver.task_id
         shard = _input_pipeline(cluster, task_type, task_id)
         if global_batch_size % shard.count:
-            raise SystemExit(f"error: --batch-size {global_batch_size} must be a multiple of the "
-                             f"{shard.count} workers (each reads batch-size / workers examples per step)")
+            raise ConfigError(f"--batch-size {global_batch_size} must be a multiple of the "
+                              f"{shard.count} workers (each reads batch-size / workers examples per step)")
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
         return Runtime(strategy, chief, "chief" if chief else f"{task_type}-{task_id}", shard)

@@ -25,7 +25,8 @@ import tensorflow as tf
 from model_api import signature as sig
 from model_api.versions import join
 from training import data_identity, decision, publish, storage
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
+from training.data import FOLDER_FRACTIONS
 from training.preprocess import bytes_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
@@ -130,7 +131,9 @@ def code_version() -> str:
 def split_description(config: TrainConfig) -> dict:
     """What identifies the test split, so that accuracies are compared only like for like."""
     if config.data_dir:
-        return {"kind": "folder", "fractions": [0.8, 0.1, 0.1], "seed": config.seed, "max_images": config.max_images}
+        # a list, as the model card's JSON holds it, so that a stored split compares equal
+        return {"kind": "folder", "fractions": list(FOLDER_FRACTIONS), "seed": config.seed,
+                "max_images": config.max_images}
     return {"kind": "tfds", "train": config.train_split, "validation": config.validation_split,
             "test": config.test_split, "max_images": config.max_images}
 
@@ -171,6 +174,15 @@ def write_servable(model: keras.Model, class_names: list[str], config: TrainConf
     write_warmup_file(join(directory, sig.WARMUP_FILE), config.resolved_model_name, warmup)
 
 
+def check_serving_config(config: TrainConfig) -> None:
+    """Read --serving-config before training or exporting: a bad file is a ConfigError, not a late
+    failure after a version was published (a retried Job would publish another each time)."""
+    try:
+        publish.protected_versions(config.serving_config, config.resolved_model_name)
+    except publish.PublishError as err:
+        raise ConfigError(str(err)) from None
+
+
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
@@ -193,9 +205,14 @@ def export_from_training(config: TrainConfig, model: keras.Model, data, metrics:
 def main(argv=None) -> int:
     """Export WORK/model.keras alone, with the training job's flags."""
     from training import data as data_lib
-    from training.config import from_env_and_args
+    from training.config import CONFIG_ERROR_EXIT, from_env_and_args
 
-    config = from_env_and_args(argv)
+    try:
+        config = from_env_and_args(argv)
+        check_serving_config(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     model_path = join(config.work_dir, "model.keras")
     metrics_path = join(config.work_dir, "metrics.json")
     for path in (model_path, metrics_path):

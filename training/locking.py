@@ -15,6 +15,7 @@ Threads of one process are serialized as well (record locks are per process).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -34,7 +35,11 @@ LEASE_SECONDS = 120.0
 SETTLE_SECONDS = 0.5
 
 
-class LockTimeout(RuntimeError):
+class LockError(RuntimeError):
+    """The publish lock cannot be taken; the message says why, in one line."""
+
+
+class LockTimeout(LockError):
     """Another exporter held the model's publish lock for longer than we were willing to wait."""
 
 
@@ -70,6 +75,14 @@ def owner_of(name: str) -> Owner | None:
     if not pid.isdigit() or not token:
         return None
     return Owner(host, int(pid), token.split("-", 1)[0])
+
+
+def purpose_of(name: str) -> str:
+    """The purpose a staging name records after its token (`placing-3`), '' for none."""
+    if owner_of(name) is None:
+        return ""
+    head = name[len(STAGING_PREFIX):].split("@", 1)[0]
+    return head.split("-", 2)[2] if head.count("-") >= 2 else ""
 
 
 def _process_alive(pid: int) -> bool:
@@ -145,14 +158,19 @@ def _describe_holder(text: str) -> str:
 def _file_lock(path: str, owner: Owner, deadline: float, say):
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # e.g. created by another user: every exporter of the model must be able to write it
+        raise LockError(f"cannot open the publish lock {path}: {err.strerror}") from None
     try:
         told = False
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except OSError:  # EAGAIN/EACCES: held by another process
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):  # only these mean "held by another process"
+                    raise LockError(_lock_failure(path, err)) from None
                 if not told:
                     say(f"[export] waiting for the publish lock {path}, held by "
                         f"{_describe_holder(os.pread(fd, 4096, 0).decode(errors='replace'))}")
@@ -170,6 +188,13 @@ def _file_lock(path: str, owner: Owner, deadline: float, say):
             fcntl.lockf(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _lock_failure(path: str, err: OSError) -> str:
+    """One line for a lock that no wait will get (waiting an hour would only hide it)."""
+    name = errno.errorcode.get(err.errno, str(err.errno))
+    hint = "; on NFS the server's lock manager (lockd/statd) must run" if err.errno == errno.ENOLCK else ""
+    return f"cannot lock the publish lock {path}: {err.strerror} ({name}){hint}"
 
 
 def _read_lease(path: str) -> dict | None:

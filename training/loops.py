@@ -15,6 +15,9 @@ import tensorflow as tf
 from training import regularization
 from training.multiworker_loop import MultiWorkerLoop, is_multi_worker
 
+DROPOUT_WITH_WORKERS = ("--dropout is not supported with several workers yet (the multi-worker loop runs the model "
+                        "in inference mode); train without it")
+
 
 class KerasLoop:
     """Keras' own fit and evaluate, one epoch per call."""
@@ -36,8 +39,7 @@ def make_loop(model: keras.Model, num_classes: int, global_batch_size: int, labe
     strategy = tf.distribute.get_strategy()
     if is_multi_worker(strategy):
         if regularization.random_state(model):
-            raise ValueError("--dropout is not supported with several workers yet (the multi-worker loop runs "
-                             "the model in inference mode); train without it")
+            raise ValueError(DROPOUT_WITH_WORKERS)  # the job refuses it before any work; this guards direct callers
         return MultiWorkerLoop(model, num_classes, global_batch_size, strategy, label_smoothing)
     return KerasLoop(model)
 

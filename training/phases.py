@@ -67,7 +67,7 @@ def feature_extraction(config: TrainConfig, classifier: Classifier, data: Datase
     """Phase 1: base frozen, RMSprop(lr), epochs 1..`config.epochs`."""
     freeze_for_feature_extraction(classifier)
     frozen = frozen or FrozenParts(classifier, config, data, shard)
-    phase = Phase("feature_extraction", 0, config.epochs, config.learning_rate)
+    phase = Phase(checkpoints.FEATURE_EXTRACTION, 0, config.epochs, config.learning_rate)
     return run_phase(phase, config, classifier, data, frozen.feature_extraction_plan(), callbacks, shard)
 
 
@@ -76,7 +76,7 @@ def fine_tuning(config: TrainConfig, classifier: Classifier, data: Datasets, cal
     """Phase 2: base trainable from `fine_tune_at`, RMSprop(lr / 10), epochs numbered on."""
     unfreeze_from(classifier, config.fine_tune_at)
     frozen = frozen or FrozenParts(classifier, config, data, shard)
-    phase = Phase("fine_tuning", config.epochs, config.fine_tune_epochs, config.fine_tune_learning_rate)
+    phase = Phase(checkpoints.FINE_TUNING, config.epochs, config.fine_tune_epochs, config.fine_tune_learning_rate)
     return run_phase(phase, config, classifier, data, frozen.fine_tuning_plan(), callbacks, shard)
 
 
@@ -210,6 +210,4 @@ def _stored_result(directory: str) -> PhaseResult | None:
 
 
 def _store_result(directory: str, result: PhaseResult) -> None:
-    path = posixpath.join(directory, RESULT_FILE)
-    storage.write_json(path + ".tmp", asdict(result))
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    storage.replace_json(posixpath.join(directory, RESULT_FILE), asdict(result))

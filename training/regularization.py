@@ -22,7 +22,8 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "cosine", "step")
+from training.config import LR_SCHEDULES
+
 STEP_MILESTONES = (0.5, 0.75)  # step: x0.1 after half the phase's epochs, x0.01 after three quarters
 
 
@@ -37,7 +38,7 @@ def learning_rate_factor(schedule: str, epoch_in_phase: int, phase_epochs: int) 
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "step":
         return 0.1 ** sum(progress >= milestone for milestone in STEP_MILESTONES)
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(LR_SCHEDULES)}")
 
 
 def schedule_callback(schedule: str, learning_rate: float, first_epoch: int, phase_epochs: int):
@@ -65,6 +66,8 @@ class EarlyStopping(keras.callbacks.Callback):
 
     `history` is the phase's history dict that the checkpoint callback appends to (this
     callback must run before it, so the best weights it copies are saved with the epoch).
+    Every epoch's logs must hold val_loss: the phase creates it only when there are validation
+    images (phases._early_stopping says early stopping is off otherwise).
     """
 
     def __init__(self, patience: int, variables, history: dict):
@@ -80,8 +83,6 @@ class EarlyStopping(keras.callbacks.Callback):
         return has_stopped(self.history.get("val_loss", []), self.patience)
 
     def on_epoch_end(self, epoch, logs=None):
-        if "val_loss" not in (logs or {}):
-            raise ValueError("early stopping needs validation images (the validation split is empty)")
         losses = [*self.history.get("val_loss", []), float(logs["val_loss"])]
         if best_epoch(losses) == len(losses) - 1:
             for best, variable in zip(self.best_weights, self.variables):

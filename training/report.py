@@ -6,7 +6,6 @@ tf.io.gfile, so the work dir may be gs://, s3:// or ram://.
 from __future__ import annotations
 
 import io
-import json
 import platform
 import posixpath
 from dataclasses import asdict
@@ -16,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from training import decision, storage  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -55,9 +53,7 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
 
 def write_metrics(work_dir: str, metrics: dict) -> str:
     path = posixpath.join(work_dir, "metrics.json")
-    tmp = path + ".tmp"
-    storage.write_text(tmp, json.dumps(metrics, indent=2, default=float))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    storage.replace_json(path, metrics, default=float)
     return path
 
 
@@ -65,31 +61,47 @@ def _save_figure(fig, path: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    if tf.io.gfile.exists(path):  # replace it (some file systems, e.g. ram://, append otherwise)
-        tf.io.gfile.remove(path)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    storage.write_bytes(path, buffer.getvalue())
+
+
+CURVES = ("accuracy", "val_accuracy", "loss", "val_loss")
+
+
+def curve_points(phases: list[PhaseResult]) -> dict[str, tuple[list[int], list[float]]]:
+    """(epochs, values) of each curve: a phase's i-th epoch is job epoch first_epoch + 1 + i
+    (1-based), so a phase that stopped early leaves a gap rather than shifting the next one."""
+    points = {key: ([], []) for key in CURVES}
+    for phase in phases:
+        for key, (epochs, values) in points.items():
+            history = phase.history.get(key, [])
+            epochs.extend(phase.first_epoch + 1 + i for i in range(len(history)))
+            values.extend(history)
+    return points
+
+
+def fine_tuning_line(phases: list[PhaseResult]) -> float | None:
+    """Where 'Start Fine Tuning' is drawn: just before phase 2's first epoch."""
+    if len(phases) > 1 and phases[1].epochs:
+        return phases[1].first_epoch + 0.5
+    return None
 
 
 def plot_learning_curves(phases: list[PhaseResult], path: str) -> str:
     """The tutorial's figure: accuracy and cross-entropy per epoch, with a 'Start Fine Tuning' line."""
-    series = {k: [] for k in ("accuracy", "val_accuracy", "loss", "val_loss")}
-    for phase in phases:
-        for key in series:
-            series[key].extend(phase.history.get(key, []))
-    epochs = np.arange(1, len(series["loss"]) + 1)
+    points = curve_points(phases)
     fig, (ax_acc, ax_loss) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
     for ax, key, title in ((ax_acc, "accuracy", "Training and Validation Accuracy"),
                            (ax_loss, "loss", "Training and Validation Loss")):
-        ax.plot(epochs[:len(series[key])], series[key], label=f"Training {key.title()}")
-        if series["val_" + key]:
-            ax.plot(epochs[:len(series["val_" + key])], series["val_" + key], label=f"Validation {key.title()}")
+        ax.plot(*points[key], label=f"Training {key.title()}")
+        if points["val_" + key][1]:
+            ax.plot(*points["val_" + key], label=f"Validation {key.title()}")
         ax.set_title(title)
         ax.set_ylabel("Cross Entropy" if key == "loss" else "Accuracy")
         ax.grid(alpha=0.3)
-    if len(phases) > 1 and phases[1].epochs:
+    start = fine_tuning_line(phases)
+    if start is not None:
         for ax in (ax_acc, ax_loss):
-            ax.axvline(phases[1].first_epoch + 0.5, color="green", linestyle="--", label="Start Fine Tuning")
+            ax.axvline(start, color="green", linestyle="--", label="Start Fine Tuning")
     for ax in (ax_acc, ax_loss):
         ax.legend(loc="best")
     ax_loss.set_xlabel("epoch")

@@ -25,15 +25,31 @@ def is_local(path: str) -> bool:
 
 def write_text(path: str, text: str) -> None:
     """Create or replace a text file."""
+    _write(path, text, "w")
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Create or replace a binary file."""
+    _write(path, data, "wb")
+
+
+def _write(path: str, content, mode: str) -> None:
     gfile.makedirs(os.path.dirname(path))
     if path.startswith("ram://") and gfile.exists(path):
         gfile.remove(path)  # TF's RamFileSystem appends to an existing file instead of replacing it
-    with gfile.GFile(path, "w") as f:
-        f.write(text)
+    with gfile.GFile(path, mode) as f:
+        f.write(content)
 
 
 def write_json(path: str, value) -> None:
     write_text(path, json.dumps(value, indent=2))
+
+
+def replace_json(path: str, value, default=None) -> None:
+    """Write `value` as JSON beside `path`, then rename it over `path`: a reader finds the old
+    file or the new one, never half of one. `default` as in json.dumps."""
+    write_text(path + ".tmp", json.dumps(value, indent=2, default=default))
+    gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def read_json(path: str):

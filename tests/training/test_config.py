@@ -1,6 +1,6 @@
 import pytest
 
-from training.config import TrainConfig, build_parser, from_env_and_args
+from training.config import ConfigError, TrainConfig, build_parser, from_env_and_args
 
 
 def test_defaults_reproduce_the_tutorial():
@@ -22,7 +22,7 @@ def test_flag_beats_environment_which_beats_default():
 
 
 def test_bad_environment_value_is_a_clear_error():
-    with pytest.raises(SystemExit, match="TRAIN_EPOCHS"):
+    with pytest.raises(ConfigError, match="TRAIN_EPOCHS"):
         from_env_and_args([], environ={"TRAIN_EPOCHS": "many"})
 
 
@@ -53,7 +53,7 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     config = from_env_and_args(["--recipe", "trial", "--dropout", "0.1"], environ={"TRAIN_EPOCHS": "4"})
     assert (config.epochs, config.dropout) == (4, 0.1)
     assert from_env_and_args([], environ={"TRAIN_RECIPE": "trial"}).epochs == 3
-    with pytest.raises(SystemExit, match="unknown --recipe 'fast'; one of tutorial"):
+    with pytest.raises(ConfigError, match="unknown --recipe 'fast'; one of tutorial"):
         from_env_and_args(["--recipe", "fast"], environ={})
 
 
@@ -63,7 +63,48 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     (["--lr-schedule", "linear"], "--lr-schedule must be one of constant, cosine, step"),
     (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
     (["--early-stopping-patience", "-1"], "cannot be negative"),
+    (["--shuffle-buffer", "0"], "--shuffle-buffer must be at least 1"),
+    (["--keep", "-1"], "--keep and --version cannot be negative"),
+    (["--version", "-2"], "--keep and --version cannot be negative"),
 ])
-def test_bad_regularization_settings_are_one_line_errors(flags, message):
-    with pytest.raises(SystemExit, match=message):
+def test_bad_settings_are_one_line_errors(flags, message):
+    with pytest.raises(ConfigError, match=message):
         from_env_and_args(flags, environ={})
+
+
+@pytest.mark.parametrize("command", ["training.__main__", "training.export"])
+@pytest.mark.parametrize("argv, environ, message", [
+    (["--img-size", "8"], {}, "--img-size must be at least 32"),
+    ([], {"TRAIN_EPOCHS": "many"}, "TRAIN_EPOCHS='many'"),
+    (["--recipe", "fast"], {}, "unknown --recipe 'fast'"),
+])
+def test_a_configuration_error_exits_2_with_one_line(command, argv, environ, message, monkeypatch, capsys):
+    """Exit 2 as argparse's errors do; 1 is what a failed gate or publish returns."""
+    import importlib
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert importlib.import_module(command).main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and err.startswith("error: ") and message in err, err
+
+
+def test_one_folder_and_one_view_list_are_one_setting_however_spelt(tmp_path, monkeypatch):
+    """Resume and the caches compare stored settings: a spelling must not look like a change."""
+    monkeypatch.chdir(tmp_path)
+    spellings = ["photos", "photos/", "./photos", str(tmp_path / "photos"), str(tmp_path / "photos") + "//"]
+    assert {from_env_and_args(["--data-dir", s], environ={}).data_dir for s in spellings} == {str(tmp_path / "photos")}
+    assert from_env_and_args(["--data-dir", "gs://bucket/photos/"], environ={}).data_dir == "gs://bucket/photos/"
+    assert {from_env_and_args(["--views", v], environ={}).views
+            for v in ("identity,flip", "identity, flip", " identity ,flip,")} == {"identity,flip"}
+
+
+def test_a_run_stored_with_a_relative_data_dir_resumes_under_its_absolute_spelling(tmp_path, monkeypatch):
+    from training import checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    config = from_env_and_args(["--data-dir", "photos/"], environ={})
+    stored = {**checkpoints.phase_settings(config, "feature_extraction", 1), "data_dir": "photos"}
+    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1)) == []
+    stored["data_dir"] = "other"
+    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1))

@@ -262,3 +262,16 @@ def test_export_and_publish_on_ram_use_no_os_call(exported, tmp_path, monkeypatc
         bundle.close()
     assert os.listdir(tmp_path) == [], "nothing was written to the local disk"
     storage.remove_tree(f"ram://export-{os.getpid()}")
+
+
+def test_the_split_description_names_the_folder_split_the_data_uses(tmp_path, monkeypatch):
+    """Compared with the model card's JSON by the regression gate: one definition, stored as a list."""
+    import json
+
+    from training import data, export
+    from training.config import TrainConfig
+
+    split = export.split_description(TrainConfig(data_dir=str(tmp_path)))
+    assert json.loads(json.dumps(split)) == split and split["fractions"] == list(data.FOLDER_FRACTIONS)
+    monkeypatch.setattr(export, "FOLDER_FRACTIONS", (0.7, 0.2, 0.1))
+    assert export.split_description(TrainConfig(data_dir=str(tmp_path)))["fractions"] == [0.7, 0.2, 0.1]

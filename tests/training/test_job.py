@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from tests.conftest import REPO, TINY_IMG, make_image_folder
 
@@ -103,3 +104,40 @@ def test_export_runs_alone_on_a_trained_work_dir(tmp_path):
     again = subprocess.run([sys.executable, "-m", "training.export", *common, "--version", "1"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_dropout_with_several_workers_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """The multi-worker loop cannot drop (training/loops.py): say so before reading a single image."""
+    import tensorflow as tf
+
+    import training.__main__ as job
+    from training import data, distribute
+    from training.inputs import Shard
+    from training.loops import DROPOUT_WITH_WORKERS
+
+    for name in ("KERAS_HOME", "MPLCONFIGDIR"):  # main sets them for a local work dir; keep this process's
+        monkeypatch.setenv(name, str(tmp_path / name))
+    two_workers = distribute.Runtime(tf.distribute.get_strategy(), True, "chief", Shard(0, 2))
+    monkeypatch.setattr(distribute, "make_runtime", lambda batch_size: two_workers)
+    monkeypatch.setattr(data, "load", lambda config: pytest.fail("read the data before refusing --dropout"))
+    assert job.main(["--dropout", "0.2", "--weights", "none", "--work-dir", str(tmp_path / "w"), "--no-export"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: " + DROPOUT_WITH_WORKERS], err
+
+
+@pytest.mark.parametrize("command", ["training.__main__", "training.export"])
+def test_a_malformed_serving_config_fails_before_training_in_one_line(tmp_path, monkeypatch, capsys, command):
+    import importlib
+
+    from training import data
+
+    for name in ("KERAS_HOME", "MPLCONFIGDIR"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setattr(data, "load", lambda config: pytest.fail("read the data before checking --serving-config"))
+    (tmp_path / "models.config").write_text("model_config_list { config { name: 'm' version_labels { key: 's' } ")
+    argv = ["--weights", "none", "--work-dir", str(tmp_path / "w"), "--model-base-path", str(tmp_path / "models"),
+            "--keep", "1", "--serving-config", str(tmp_path / "models.config")]
+    assert importlib.import_module(command).main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: --serving-config ") and "models.config" in err, err
+    assert not (tmp_path / "models").exists()

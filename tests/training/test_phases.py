@@ -1,6 +1,7 @@
 """The caches are exact: cached phases give the same weights as end-to-end training on the
 same batches in the same order, streamed from the work dir."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -75,6 +76,47 @@ def test_a_restarted_job_reuses_a_complete_cache_and_recomputes_an_incomplete_on
     other = FrozenParts(clf, dataclasses.replace(config, batch_size=4), data)  # other settings
     other.trunk_outputs("test")
     assert other.caches.seconds > 0, "a cache of other settings must be recomputed"
+
+
+def test_every_setting_a_cache_depends_on_is_a_resume_setting():
+    """A change that recomputes the frozen outputs changes the mathematics, so resuming must refuse it."""
+    from training import checkpoints, plans
+
+    assert set(plans.CACHE_SETTINGS) <= set(checkpoints.RUN_SETTINGS), set(plans.CACHE_SETTINGS) - set(
+        checkpoints.RUN_SETTINGS)
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert set(checkpoints.RUN_SETTINGS) <= fields and set(plans.CACHE_SETTINGS) <= fields
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
+    """A marker cut short (a crash while it was written, before it was written via a rename) or
+    emptied must rebuild the cache, not stop the job with a JSON traceback."""
+    import keras
+    import tensorflow as tf
+
+    from training.caches import Caches
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    batches = lambda: tf.data.Dataset.from_tensor_slices(  # noqa: E731
+        (np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5))).batch(2)
+
+    def outputs():
+        caches = Caches(str(tmp_path), {"seed": 1})
+        values = np.stack([x.numpy() for x, _ in caches.outputs("dense", "test", model, batches, 5)])
+        return values, caches.seconds
+
+    written, _ = outputs()
+    marker = tmp_path / "dense-test.json"
+    text = marker.read_text()
+    assert json.loads(text) and not list(tmp_path.glob("*.tmp")), "the marker is renamed into place"
+    marker.write_text(text[: len(text) // 2] if damage == "truncated" else "")
+    again, seconds = outputs()
+    assert seconds > 0, "an unreadable marker must rebuild the cache"
+    np.testing.assert_array_equal(again, written)
+    assert marker.read_text() == text
+    assert outputs()[1] == 0, "and the rebuilt cache is reused"
 
 
 def test_cached_phase_one_gives_the_same_head_as_end_to_end(setup):

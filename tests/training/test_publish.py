@@ -1,5 +1,6 @@
 """Publishing: versions, the publish lock, owned staging folders, no-replace placement,
 two exporters at once, and the same protocol on TF's in-memory ram:// filesystem."""
+import errno
 import json
 import os
 import subprocess
@@ -98,6 +99,19 @@ def test_keep_prunes_old_versions_but_never_a_labelled_one(tmp_path, no_servable
     assert result["removed_versions"] == [2, 3]
     assert list_versions(tmp_path / "m") == [1, 4, 5]
     assert entries(tmp_path / "m") == ["1", "4", "5"], "no trash folder is left behind"
+
+
+@pytest.mark.parametrize("text, message", [(None, "cannot read --serving-config"),
+                                           ("model_config_list { config { nme: 'm' } }", "not a TF Serving")])
+def test_a_bad_serving_config_publishes_nothing(tmp_path, no_servable_check, text, message):
+    """Read before the version is placed: a retried Job must not publish one more version per try."""
+    config = tmp_path / "models.config"
+    if text is not None:
+        config.write_text(text)
+    for _ in range(2):
+        with pytest.raises(publish.PublishError, match=message):
+            _publish(tmp_path, keep=1, serving_config=str(config))
+    assert not (tmp_path / "m").exists() or list_versions(tmp_path / "m") == []
 
 
 def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path, no_servable_check):
@@ -224,6 +238,45 @@ def test_ram_versions_count_up_refuse_overwrite_and_prune(ram_base, no_servable_
     assert not tf.io.gfile.exists(f"{ram_base}/m/1/{storage.SAVED_MODEL_FILE}")
 
 
+def test_an_interrupted_copy_removes_its_half_version(ram_base, no_servable_check, monkeypatch):
+    """Ctrl-C (or SystemExit from a signal handler) mid-copy: no integer folder without saved_model.pb stays."""
+    original = storage.copy_tree
+
+    def interrupted(source, target):
+        storage.write_text(tf.io.gfile.join(target, "variables", "part-0"), "half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "copy_tree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _publish(ram_base)
+    assert entries(f"{ram_base}/m") == []
+    monkeypatch.setattr(storage, "copy_tree", original)
+    assert _publish(ram_base)["version"] == 1
+
+
+def test_a_version_left_half_copied_by_a_dead_export_is_removed_by_the_next(ram_base, no_servable_check, capsys):
+    """A killed process cleans nothing: its `placing-<n>` marker lets the next publisher, under the
+    lock, prove `<n>/` abandoned. Versions without a marker are never touched (a hand-copied
+    version with saved_model.pbtxt, a writer that takes no lock)."""
+    model_dir = f"{ram_base}/m"
+    _publish(ram_base)
+    dead = locking.Owner("another-host", 4242, "dead0000")
+    storage.write_text(f"{model_dir}/{dead.staging_name('placing-2')}", "")
+    storage.write_text(f"{model_dir}/2/variables/part-0", "half")
+    storage.write_text(f"{model_dir}/{dead.staging_name('removing-1')}", "")  # died before deleting 1's .pb
+    assert _publish(ram_base)["version"] == 3, "a number TF Serving may have seen fail is not reused"
+    assert entries(model_dir) == ["1", "3"]
+    assert_complete(f"{model_dir}/1", "t")
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "removed version" in line] == [
+        f"[export] removed version 2, left without {storage.SAVED_MODEL_FILE} by an export that stopped while "
+        "placing it"]
+    storage.write_text(f"{model_dir}/7/saved_model.pbtxt", "by hand")
+    storage.write_text(f"{model_dir}/9/variables/part-0", "a copy in progress, without the lock")
+    assert _publish(ram_base)["version"] == 10
+    assert entries(model_dir) == ["1", "10", "3", "7", "9"]
+
+
 def test_two_exporters_on_ram_publish_two_complete_distinct_versions(ram_base, no_servable_check):
     results, errors = {}, []
     barrier = threading.Barrier(2)
@@ -291,3 +344,39 @@ def test_an_export_that_cannot_get_the_lock_in_time_publishes_nothing(tmp_path, 
         release.set()
         thread.join()
     assert entries(tmp_path / "m") == []
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOLCK, r"No locks available \(ENOLCK\); on NFS the server's lock"),
+                                          (errno.EBADF, r"Bad file descriptor \(EBADF\)")], ids=["ENOLCK", "EBADF"])
+def test_a_lock_the_filesystem_cannot_give_is_one_line_not_an_hours_wait(tmp_path, no_servable_check, monkeypatch,
+                                                                         code, reason):
+    """Only EAGAIN/EACCES mean another exporter holds the lock; anything else would never pass."""
+    import fcntl
+    import time
+
+    def refuse(fd, operation, *args):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "lockf", refuse)
+    gate = publish.Gate(test_accuracy=0.9, data_identity=IDENTITY, split={"s": 1})
+    started = time.monotonic()
+    with pytest.raises(publish.PublishError, match=f"^cannot lock the publish lock .*{reason}") as raised:
+        publish.publish(str(tmp_path), "m", fake_servable("t"), gate, lock_timeout=3)  # not a wait that times out
+    assert time.monotonic() - started < 2 and "\n" not in str(raised.value)
+    assert list_versions(tmp_path / "m") == []
+
+
+def test_a_lock_file_this_user_cannot_open_is_one_line(tmp_path, no_servable_check, monkeypatch):
+    original = os.open
+
+    def open_as_another_user(path, flags, *args):
+        if str(path).endswith(locking.LOCK_FILE):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return original(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_as_another_user)
+    refused = r"^cannot open the publish lock .*\.publish\.lock: Permission denied$"
+    with pytest.raises(publish.PublishError, match=refused):
+        _publish(tmp_path)
+    assert list_versions(tmp_path / "m") == []

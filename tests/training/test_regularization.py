@@ -55,12 +55,16 @@ def test_early_stopping_keeps_the_best_weights_stops_and_restores_them():
     np.testing.assert_array_equal(model.trainable_variables[0].numpy(), np.full((3, 1), 2.0))
 
 
-def test_early_stopping_refuses_to_run_without_validation_losses():
-    model = _toy_model()
-    stopping = EarlyStopping(2, model.trainable_variables, {})
-    stopping.set_model(model)
-    with pytest.raises(ValueError, match="validation"):
-        stopping.on_epoch_end(0, {"loss": 0.1})
+def test_without_validation_images_early_stopping_is_off_and_says_so(capsys):
+    """The only path to a phase without val_loss: EarlyStopping itself never sees one."""
+    from types import SimpleNamespace
+
+    from training import phases
+    from training.config import TrainConfig
+
+    no_validation = SimpleNamespace(validation=SimpleNamespace(count=0))
+    assert phases._early_stopping(TrainConfig(early_stopping_patience=2), None, no_validation, {}) is None
+    assert "[early stopping] off: there are no validation images" in capsys.readouterr().out
 
 
 def test_the_best_weights_and_the_dropout_state_are_restored_from_a_checkpoint(tmp_path):

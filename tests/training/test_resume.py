@@ -89,3 +89,31 @@ def test_a_killed_job_resumes_to_the_weights_of_an_uninterrupted_one(uninterrupt
     for phase in ("feature_extraction", "fine_tuning"):
         np.testing.assert_allclose(histories[0][phase]["history"]["loss"], histories[1][phase]["history"]["loss"],
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("schedule, conflict", [("constant", None), ("cosine", "--epochs 3 there, 5 now"),
+                                                ("step", "--epochs 3 there, 5 now")])
+def test_more_epochs_continue_a_constant_rate_but_not_a_schedule_that_spans_the_phase(tmp_path, schedule, conflict):
+    """cosine and step are functions of the phase's epoch count: 3 epochs then 2 more is no 5-epoch run."""
+    import dataclasses
+
+    from training import checkpoints
+    from training.config import TrainConfig
+
+    config = TrainConfig(work_dir=str(tmp_path), epochs=3, fine_tune_epochs=2, lr_schedule=schedule)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    for phase, epoch in (("feature_extraction", 3), ("fine_tuning", 5)):
+        checkpoints.PhaseCheckpoint(checkpoints.phase_dir(config.work_dir, phase), model,
+                                    keras.optimizers.RMSprop(), checkpoints.phase_settings(config, phase, 1)
+                                    ).save(epoch, {})
+    checkpoints.check_resumable(config, 1)
+    more_fine_tuning = dataclasses.replace(config, fine_tune_epochs=4)
+    more = dataclasses.replace(config, epochs=5)
+    if conflict is None:
+        checkpoints.check_resumable(more_fine_tuning, 1)
+        return
+    with pytest.raises(checkpoints.ResumeConflict, match="--fine-tune-epochs 2 there, 4 now.*--restart"):
+        checkpoints.check_resumable(more_fine_tuning, 1)
+    with pytest.raises(checkpoints.ResumeConflict, match=f"feature_extraction run .*{conflict}.*--restart"):
+        checkpoints.check_resumable(more, 1)

@@ -1,0 +1,54 @@
+"""The learning curves are drawn from the epochs each phase really trained."""
+from training import report
+from training.phases import PhaseResult
+
+
+def _phase(name, first_epoch, epochs, losses, validation=True):
+    history = {"loss": losses, "accuracy": [1 - v for v in losses]}
+    if validation:
+        history.update(val_loss=[v + 0.1 for v in losses], val_accuracy=[0.9 - v for v in losses])
+    return PhaseResult(name=name, first_epoch=first_epoch, epochs=epochs, history=history, seconds=1.0,
+                       train_images=10, images_per_second=10.0, test_loss=0.1, test_accuracy=0.9, cached=True,
+                       trainable_parameters=1)
+
+
+def test_a_phase_that_stopped_early_leaves_a_gap_and_phase_two_starts_at_its_own_epoch():
+    # --epochs 5 stopped after 3, --fine-tune-epochs 2: phase 2 trained job epochs 6 and 7
+    phases = [_phase("feature_extraction", 0, 5, [0.9, 0.8, 0.7]), _phase("fine_tuning", 5, 2, [0.5, 0.4])]
+    points = report.curve_points(phases)
+    assert points["loss"] == ([1, 2, 3, 6, 7], [0.9, 0.8, 0.7, 0.5, 0.4])
+    assert points["val_accuracy"][0] == [1, 2, 3, 6, 7]
+    assert report.fine_tuning_line(phases) == 5.5, "between phase 1's last planned epoch and phase 2's first"
+
+
+def test_each_curve_has_the_epochs_of_its_own_values():
+    phases = [_phase("feature_extraction", 0, 2, [0.9, 0.8], validation=False), _phase("fine_tuning", 2, 2, [0.5, 0.4])]
+    points = report.curve_points(phases)
+    assert points["accuracy"][0] == [1, 2, 3, 4]
+    assert points["val_loss"] == ([3, 4], [0.6, 0.5])
+    assert report.fine_tuning_line(phases[:1]) is None
+    assert report.fine_tuning_line([phases[0], _phase("fine_tuning", 2, 0, [])]) is None
+
+
+def test_the_figure_is_written(tmp_path):
+    phases = [_phase("feature_extraction", 0, 5, [0.9, 0.8, 0.7]), _phase("fine_tuning", 5, 2, [0.5, 0.4])]
+    path = report.plot_learning_curves(phases, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith("curves.png")
+
+
+def test_figures_and_metrics_replace_what_a_rerun_wrote_on_ram():
+    """TF's RamFileSystem appends to an existing file; a resumed job rewrites both."""
+    import uuid
+
+    import tensorflow as tf
+
+    work = f"ram://report-{uuid.uuid4().hex[:8]}"
+    phases = [_phase("feature_extraction", 0, 2, [0.9, 0.8])]
+    path = report.plot_learning_curves(phases, f"{work}/curves.png")
+    size = tf.io.gfile.stat(path).length
+    report.plot_learning_curves(phases, path)
+    assert tf.io.gfile.stat(path).length == size
+    for value in (1.5, 2.5):
+        report.write_metrics(work, {"test_accuracy": value})
+    with tf.io.gfile.GFile(f"{work}/metrics.json") as f:
+        assert f.read() == '{\n  "test_accuracy": 2.5\n}'
