@@ -32,6 +32,11 @@ class ConfigError(ValueError):
 # added here only with the study's measured figures (README, "Recipes").
 RECIPES: dict[str, dict] = {
     "tutorial": {},
+    # The accuracy study's winner on validation accuracy (bench/accuracy_study.py CHOSEN; README,
+    # "The accuracy study"): each epoch trains on a seeded draw of each image or its mirror
+    # (cached, exact), and each phase stops once validation loss has not improved for 3 epochs,
+    # keeping its best epoch's weights.
+    "tuned": {"views": "identity,flip", "early_stopping_patience": 3},
 }
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from training.config import ConfigError, TrainConfig, build_parser, from_env_and_args
@@ -44,6 +46,20 @@ def test_the_tutorial_recipe_is_every_default():
     assert (config.lr_schedule, config.early_stopping_patience) == ("constant", 0)
 
 
+def test_the_tuned_recipe_is_the_accuracy_studys_chosen_flags():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[2] / "bench" / "accuracy_study.py"
+    spec = importlib.util.spec_from_file_location("accuracy_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    chosen = from_env_and_args(["--recipe", "tuned", *study.RECIPES[study.CHOSEN]], environ={})
+    assert from_env_and_args(["--recipe", "tuned"], environ={}) == chosen  # the study's flags add nothing
+    tutorial = from_env_and_args(study.RECIPES[study.CHOSEN], environ={})
+    assert dataclasses.replace(tutorial, recipe="tuned") == chosen  # nor does the recipe add anything else
+
+
 def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatch):
     from training import config as config_module
 
@@ -53,7 +69,7 @@ def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatc
     config = from_env_and_args(["--recipe", "trial", "--dropout", "0.1"], environ={"TRAIN_EPOCHS": "4"})
     assert (config.epochs, config.dropout) == (4, 0.1)
     assert from_env_and_args([], environ={"TRAIN_RECIPE": "trial"}).epochs == 3
-    with pytest.raises(ConfigError, match="unknown --recipe 'fast'; one of tutorial"):
+    with pytest.raises(ConfigError, match="unknown --recipe 'fast'; one of tutorial, tuned"):
         from_env_and_args(["--recipe", "fast"], environ={})
 
 
