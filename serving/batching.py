@@ -122,6 +122,11 @@ class BatchQueue:
         """Run `inputs` as part of a batch; blocks until its rows of the outputs are ready."""
         task = _Task(inputs, task_size(inputs))
         with self._scheduler.condition:
+            # Under the lock the batch threads take: a queue closed (its version unloaded) after the
+            # caller chose it, and maybe already dropped, still runs the task. In TF Serving a request
+            # holds its servable, and with it the BatchingSession's queues, until it is answered
+            # (shared_batch_scheduler.h drops a queue only once CloseAndWaitUntilEmpty returns).
+            self._scheduler._admit(self)
             self._enqueue(task)
             self._scheduler.condition.notify()
         task.done.wait()
@@ -222,10 +227,16 @@ class BatchScheduler:
         return queue
 
     def remove_queue(self, queue: BatchQueue) -> None:
-        """Close `queue`: what it holds still runs (at once), then it is dropped."""
+        """Close `queue`: what it holds, and what is still submitted to it, runs at once (without
+        waiting for a batch to fill); it is dropped whenever it is empty."""
         with self.condition:
             queue.closed = True
             self.condition.notify_all()
+
+    def _admit(self, queue: BatchQueue) -> None:
+        """With the condition held: make sure `queue` is served (a closed queue may have been dropped)."""
+        if queue not in self._queues:
+            self._queues.append(queue)
 
     def stop(self) -> None:
         with self.condition:

@@ -48,13 +48,14 @@ class Servable:
         other Run() (an output_filter) unbatched (BatchingSession::InternalRun)."""
         queue: BatchQueue | None = self.queues.get(signature_name)
         fetches_all = not output_filter or set(output_filter) == set(self.signature_defs[signature_name].outputs)
-        if queue is not None and fetches_all and not queue.closed:
+        if queue is not None and fetches_all:  # a closed queue still serves (BatchQueue.submit)
             outputs = queue.submit(inputs)
             return {alias: outputs[alias] for alias in (output_filter or sorted(outputs))}
         return self.bundle.run(signature_name, inputs, output_filter)
 
     def unload(self) -> None:
-        """Stop batching for this version; requests still holding it finish (unbatched), and the
-        Session is freed with the last reference, so an unload never fails a request in flight."""
+        """Close this version's queues; requests still holding it finish (a closed queue runs what it
+        gets at once), and the Session is freed with the last reference, so an unload never fails a
+        request in flight."""
         for queue in self.queues.values():
             self.scheduler.remove_queue(queue)

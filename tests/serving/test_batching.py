@@ -126,3 +126,36 @@ def test_unknown_fields_in_the_parameters_file_are_refused(tmp_path):
     path.write_text("max_batch_size { value: 32 }\nmax_batch_sizes { value: 3 }\n")
     with pytest.raises(ValueError, match="has no field named \"max_batch_sizes\""):
         parse_text_file(str(path), BatchingParameters)
+
+
+def in_thread(call, seconds=20):
+    """call() in a thread; its result or error, or AssertionError if it is still blocked after `seconds`."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except Exception as err:  # noqa: BLE001
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return outcome
+
+
+def test_a_request_that_chose_a_queue_before_its_version_was_unloaded_is_still_answered(scheduler_for):
+    # The race: a request picks its servable's queue, the version is unloaded (the queue closed and,
+    # being empty, dropped by the scheduler), then the request submits. It must still run.
+    scheduler = scheduler_for(max_batch_size=8, num_batch_threads=1)
+    queue = scheduler.add_queue(Recorder())
+    scheduler.remove_queue(queue)
+    deadline = time.monotonic() + 10
+    while queue in scheduler._queues and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue not in scheduler._queues, "the scheduler drops a closed empty queue"
+    outcome = in_thread(lambda: queue.submit({"x": np.ones(3)}))
+    np.testing.assert_array_equal(outcome["result"]["y"], np.full(3, 2.0))
+    with pytest.raises(ServingError, match="Task size 9 is larger than maximum input batch size 8"):
+        queue.submit({"x": np.ones(9)})
