@@ -32,6 +32,8 @@ DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 
+SHUTTING_DOWN = "server is shutting down"
+
 
 @dataclass(frozen=True)
 class BatchingOptions:
@@ -167,6 +169,11 @@ class BatchQueue:
     def is_empty(self) -> bool:
         return len(self._batches) == 1 and not self._batches[0].tasks
 
+    def take_all(self) -> list[_Task]:
+        tasks = [task for batch in self._batches for task in batch.tasks]
+        self._batches = deque([_Batch()])
+        return tasks
+
     # --- called by a batch thread without the lock ------------------------------------------------
     def process(self, batch: _Batch) -> None:
         try:
@@ -235,15 +242,30 @@ class BatchScheduler:
 
     def _admit(self, queue: BatchQueue) -> None:
         """With the condition held: make sure `queue` is served (a closed queue may have been dropped)."""
+        if self._stopped:
+            raise unavailable(SHUTTING_DOWN)
         if queue not in self._queues:
             self._queues.append(queue)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain, then end the threads, as TF Serving shuts down: each queue is closed and emptied before
+        it goes (QueueHandle's destructor calls Queue::CloseAndWaitUntilEmpty, and ~SharedBatchScheduler
+        waits for its queues; tensorflow/core/kernels/batching_util/shared_batch_scheduler.h). What is
+        submitted after stop() began, or still queued when `timeout` runs out, fails with UNAVAILABLE, so
+        no request waits forever."""
         with self.condition:
             self._stopped = True
+            for queue in self._queues:
+                queue.closed = True  # run what is queued now, without waiting for batches to fill
             self.condition.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self.condition:
+            abandoned = [task for queue in self._queues for task in queue.take_all()]
+        for task in abandoned:
+            task.error = unavailable(SHUTTING_DOWN)
+            task.done.set()
 
     def _next(self) -> tuple[BatchQueue | None, _Batch | None, float | None]:
         now = time.monotonic()
@@ -266,11 +288,11 @@ class BatchScheduler:
         while True:
             with self.condition:
                 while True:
-                    if self._stopped:
-                        return
                     queue, batch, wait = self._next()
                     if batch is not None:
                         self.condition.notify()  # another thread may take the next ready batch
                         break
+                    if self._stopped:  # and nothing left to run: every queue is closed, so ready at once
+                        return
                     self.condition.wait(wait)
             queue.process(batch)

@@ -159,3 +159,60 @@ def test_a_request_that_chose_a_queue_before_its_version_was_unloaded_is_still_a
     np.testing.assert_array_equal(outcome["result"]["y"], np.full(3, 2.0))
     with pytest.raises(ServingError, match="Task size 9 is larger than maximum input batch size 8"):
         queue.submit({"x": np.ones(9)})
+
+
+def submit_in_background(queue, count, rows=1):
+    outcomes = [{} for _ in range(count)]
+
+    def one(i):
+        try:
+            outcomes[i]["result"] = queue.submit({"x": np.ones(rows)})
+        except Exception as err:  # noqa: BLE001
+            outcomes[i]["error"] = err
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    return outcomes, threads
+
+
+def wait_until_queued(scheduler, queue, recorder, count):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with scheduler.condition:
+            if sum(len(b.tasks) for b in queue._batches) + len(recorder.sizes) >= count:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the tasks were never queued")
+
+
+def test_stop_runs_what_is_queued_then_refuses_new_tasks_with_unavailable(scheduler_for):
+    scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
+    recorder = Recorder(delay=0.2)
+    queue = scheduler.add_queue(recorder)
+    outcomes, threads = submit_in_background(queue, 3)
+    wait_until_queued(scheduler, queue, recorder, 3)
+    scheduler.stop()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a queued task was abandoned"
+    assert [sorted(o) for o in outcomes] == [["result"]] * 3 and recorder.sizes == [1, 1, 1]
+    with pytest.raises(ServingError) as info:
+        queue.submit({"x": np.ones(1)})
+    assert (info.value.code.name, info.value.message) == ("UNAVAILABLE", "server is shutting down")
+
+
+def test_stop_fails_what_it_could_not_run_in_time_with_unavailable(scheduler_for):
+    scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
+    recorder = Recorder(delay=1.0)
+    queue = scheduler.add_queue(recorder)
+    outcomes, threads = submit_in_background(queue, 3)
+    wait_until_queued(scheduler, queue, recorder, 3)
+    scheduler.stop(timeout=0.1)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a queued task was abandoned"
+    answered = [o for o in outcomes if "result" in o]
+    refused = [o["error"] for o in outcomes if "error" in o]
+    assert len(answered) == 1, "the batch running when stop() gave up still finishes"
+    assert [(e.code.name, e.message) for e in refused] == [("UNAVAILABLE", "server is shutting down")] * 2
