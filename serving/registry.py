@@ -280,7 +280,9 @@ class ModelRegistry:
             return entry.servables[max(entry.servables)]
 
     def statuses(self, model_spec) -> list[tuple[int, VersionStatus]]:
-        """GetModelStatus semantics (get_model_status_impl.cc)."""
+        """GetModelStatus semantics (model_servers/get_model_status_impl.cc): every version comes newest
+        first, the order of ServableStateMonitor's VersionMap (core/servable_state_monitor.h,
+        std::greater<Version>)."""
         name = model_spec.name
         with self._lock:
             entry = self._models.get(name)
@@ -299,4 +301,4 @@ class ModelRegistry:
                 return [(wanted, status)]
             if not entry or not entry.statuses:
                 raise not_found(f"Could not find any versions of model {name}")
-            return sorted(entry.statuses.items())
+            return sorted(entry.statuses.items(), reverse=True)

@@ -91,7 +91,8 @@ def test_a_broken_newest_version_during_a_swap_leaves_the_previous_serving_and_r
         wait_for(lambda: (2, "END", "DATA_LOSS") in grpc_api.status())
         time.sleep(1.0)  # several polls: a failed version is not loaded again while it is aspired
         for api in (grpc_api, rest_api):
-            assert api.status() == [(1, "AVAILABLE", 0), (2, "END", "DATA_LOSS")], api.name
+            # Newest first, as TF Serving lists them (servable_state_monitor.h: std::greater<Version>).
+            assert api.status() == [(2, "END", "DATA_LOSS"), (1, "AVAILABLE", 0)], api.name
             _, outputs = api.predict([cat_jpeg])
             assert outputs["probabilities"].shape == (1, 2)
         assert grpc_api.predict([cat_jpeg])[0] == 1

@@ -89,7 +89,8 @@ def test_latest_specific_and_label_resolution_with_tf_serving_errors(model_base,
             registry.resolve(request)
         assert (info.value.code.name, info.value.message) == (code, message)
     states = registry.statuses(spec())
-    assert [(v, s.state) for v, s in states] == [(1, State.AVAILABLE), (2, State.AVAILABLE)]
+    # Newest first: ServableStateMonitor's VersionMap is ordered by std::greater<Version>.
+    assert [(v, s.state) for v, s in states] == [(2, State.AVAILABLE), (1, State.AVAILABLE)]
     with pytest.raises(ServingError, match="Could not find version 7 of model pets"):
         registry.statuses(spec(version=7))
 
