@@ -280,21 +280,15 @@ class ModelRegistry:
             return entry.servables[max(entry.servables)]
 
     def statuses(self, model_spec) -> list[tuple[int, VersionStatus]]:
-        """GetModelStatus semantics (model_servers/get_model_status_impl.cc): every version comes newest
-        first, the order of ServableStateMonitor's VersionMap (core/servable_state_monitor.h,
-        std::greater<Version>)."""
+        """GetModelStatus semantics (model_servers/get_model_status_impl.cc): a version number gives
+        that version; anything else (no version, or a version_label, which GetModelStatus never
+        reads: it checks only has_version()) gives every version, newest first, the order of
+        ServableStateMonitor's VersionMap (core/servable_state_monitor.h, std::greater<Version>)."""
         name = model_spec.name
         with self._lock:
             entry = self._models.get(name)
-            which = model_spec.WhichOneof("version_choice")
-            if which == "version_label":
-                version = entry.config.version_labels.get(model_spec.version_label) if entry else None
-                if version is None:
-                    raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
-                which, wanted = "version", version
-            elif which == "version":
+            if model_spec.WhichOneof("version_choice") == "version":
                 wanted = model_spec.version.value
-            if which == "version":
                 status = entry.statuses.get(wanted) if entry else None
                 if status is None:
                     raise not_found(f"Could not find version {wanted} of model {name}")

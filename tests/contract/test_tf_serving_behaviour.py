@@ -133,6 +133,10 @@ def test_allow_version_labels_for_unavailable_models_accepts_it_and_requests_fin
             expect_error(lambda: api.predict([cat_jpeg], label="canary"), "NOT_FOUND", "Specific(pets, 2)")
             expect_error(lambda: api.predict([cat_jpeg], label="beta"), "INVALID_ARGUMENT",
                          "Unrecognized servable version label: beta")
+            # GetModelStatus ignores a label (get_model_status_impl.cc checks only has_version()), so
+            # GET /v1/models/pets/labels/beta answers 200 with every version, as TF Serving does.
+            for label in ("stable", "canary", "beta"):
+                assert api.status(label=label) == [(1, "AVAILABLE", 0)], (api.name, label)
     finally:
         server.stop()
 

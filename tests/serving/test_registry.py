@@ -91,6 +91,12 @@ def test_latest_specific_and_label_resolution_with_tf_serving_errors(model_base,
     states = registry.statuses(spec())
     # Newest first: ServableStateMonitor's VersionMap is ordered by std::greater<Version>.
     assert [(v, s.state) for v, s in states] == [(2, State.AVAILABLE), (1, State.AVAILABLE)]
+    # GetModelStatus reads only has_version(): a label, known or not, gives every version.
+    for label in ("stable", "beta"):
+        assert [(v, s.state) for v, s in registry.statuses(spec(label=label))] == [(2, State.AVAILABLE),
+                                                                                 (1, State.AVAILABLE)]
+    with pytest.raises(ServingError, match="Could not find any versions of model nope"):
+        registry.statuses(spec(name="nope", label="stable"))
     with pytest.raises(ServingError, match="Could not find version 7 of model pets"):
         registry.statuses(spec(version=7))
 
