@@ -20,13 +20,14 @@ import threading
 
 
 def tf_bool(text: str) -> bool:
-    """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/
-    command_line_flags.cc ParseBoolFlag): true/1 or false/0; anything else is a usage error."""
-    if text in ("true", "1"):
+    """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/command_line_flags.h,
+    now third_party/xla/xla/tsl/util/command_line_flags.cc ParseBoolFlag): true or false in any case
+    (absl::EqualsIgnoreCase), 1 or 0; anything else is a usage error."""
+    if text.lower() == "true" or text == "1":
         return True
-    if text in ("false", "0"):
+    if text.lower() == "false" or text == "0":
         return False
-    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: use true, false, 1 or 0")
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: use true, false (any case), 1 or 0")
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:

@@ -144,17 +144,20 @@ def test_allow_version_labels_for_unavailable_models_accepts_it_and_requests_fin
 # --- flags --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argument,value", [("--enable_model_warmup=false", False), ("--enable_model_warmup=0", False),
+                                            ("--enable_model_warmup=False", False), ("--enable_batching=FALSE", False),
                                             ("--enable_model_warmup=true", True), ("--enable_model_warmup=1", True),
+                                            ("--enable_batching=TRUE", True), ("--enable_batching=True", True),
                                             ("--enable_model_warmup", True), ("--enable_batching", True)])
-def test_boolean_flags_read_true_false_1_and_0_like_tf_serving(argument, value):
+def test_boolean_flags_read_true_false_in_any_case_1_and_0_like_tf_serving(argument, value):
+    # tsl's ParseBoolFlag: absl::EqualsIgnoreCase(arg, "true") || arg == "1", and the same for false.
     from serving.__main__ import build_parser
 
     args = build_parser().parse_args([argument, "--model_base_path=/m"])
     assert getattr(args, argument[2:].split("=")[0]) is value
 
 
-@pytest.mark.parametrize("argument", ["--enable_model_warmup=False", "--enable_model_warmup=no",
-                                      "--enable_batching=yes"])
+@pytest.mark.parametrize("argument", ["--enable_model_warmup=no", "--enable_batching=yes", "--enable_batching=2",
+                                      "--enable_model_warmup=t"])
 def test_any_other_boolean_value_is_a_usage_error(argument, capsys):
     from serving.__main__ import build_parser
 
