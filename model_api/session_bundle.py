@@ -99,9 +99,13 @@ class SessionBundle:
         signature = self.signature_defs[signature_name]
         feeds = {signature.inputs[alias].name: value for alias, value in inputs.items()}
         aliases = sorted(output_filter or signature.outputs.keys())  # predict_util.cc sorts them
-        fetches = [signature.outputs[alias].name for alias in aliases]
-        values = self._session.run(fetches, feed_dict=feeds)
-        return dict(zip(aliases, values))
+        values = self.run_tensors(feeds, [signature.outputs[alias].name for alias in aliases])
+        return {alias: values[signature.outputs[alias].name] for alias in aliases}
+
+    def run_tensors(self, feeds: Mapping[str, np.ndarray], fetches) -> dict[str, np.ndarray]:
+        """Session::Run: tensor name -> array in, fetched tensor name -> array out."""
+        fetches = list(fetches)
+        return dict(zip(fetches, self._session.run(fetches, feed_dict=dict(feeds))))
 
     def close(self) -> None:
         if not self._closed.is_set():
