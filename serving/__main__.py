@@ -85,6 +85,21 @@ def _batching_options(args):
     return BatchingOptions.from_proto(params)
 
 
+def absolute_base_path(path: str) -> str:
+    """A local --model_base_path made absolute; a URL (gs://, s3://, ram://) as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def warn_about_missing_base_paths(configs) -> None:
+    """Through tf.io.gfile, as the poller reads them, so gs:// and the like are checked too."""
+    import tensorflow as tf
+
+    for config in configs:
+        if not tf.io.gfile.isdir(config.base_path):
+            logging.warning("model %s: base path %s does not exist yet; waiting for versions",
+                            config.name, config.base_path)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -101,16 +116,13 @@ def main(argv=None) -> int:
         return 2
     try:
         configs = (parse_config_file(args.model_config_file) if args.model_config_file
-                   else [single_model_config(args.model_name, os.path.abspath(args.model_base_path))])
+                   else [single_model_config(args.model_name, absolute_base_path(args.model_base_path))])
         tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
         batching = _batching_options(args)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for config in configs:
-        if not os.path.isdir(config.base_path):
-            logging.warning("model %s: base path %s does not exist yet; waiting for versions",
-                            config.name, config.base_path)
+    warn_about_missing_base_paths(configs)
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
                              load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
