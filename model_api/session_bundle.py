@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from model_api.signature import is_served_signature
 from model_api.status import code_name
 
 SERVE_TAG = "serve"  # tensorflow/python/saved_model/tag_constants.py SERVING
@@ -78,7 +79,7 @@ class SessionBundle:
     def _check_signature_tensors(self) -> None:
         """Every tensor a SignatureDef names must exist in the graph (TF Serving fails the request)."""
         for name, signature in self.signature_defs.items():
-            if name.startswith("__"):  # __saved_model_init_op and friends are not served
+            if not is_served_signature(name):
                 continue
             for kind, infos in (("input", signature.inputs), ("output", signature.outputs)):
                 for alias, info in infos.items():

@@ -20,7 +20,7 @@ def signature_name_or_default(name: str) -> str:
 def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     signature_name = signature_name_or_default(request.model_spec.signature_name)
     signature_def = servable.signature_defs.get(signature_name)
-    if signature_def is None or signature_name.startswith("__"):
+    if signature_def is None or not sig.is_served_signature(signature_name):
         raise failed_precondition(f'Serving signature key "{signature_name}" not found.')
     inputs = _validated_inputs(request, signature_def, servable.name)
     output_filter = _validated_output_filter(request, signature_def)
