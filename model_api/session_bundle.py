@@ -1,13 +1,19 @@
-"""Load and run a SavedModel the way TensorFlow Serving does: a SavedModelBundle in a Session.
+"""Load and run a SavedModel on TensorFlow Serving's execution path: a graph in a Session.
 
 TF Serving does not use TF2 object loading (`tf.saved_model.load`). Its
 servables/tensorflow/saved_model_bundle_factory.cc calls tensorflow/cc/saved_model/loader.cc
 `LoadSavedModel`: import the MetaGraphDef tagged "serve" into a fresh graph, restore the
 variables, run the main/init op, then serve by feeding and fetching the SignatureDef's
-*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`). Python's
-`tf.compat.v1.saved_model.loader.load` is a binding of that same C++ loader, so what loads and
-runs here loads and runs in TF Serving, and a SavedModel that only TF2 object loading can run
-(a missing init op, a signature naming a tensor that does not exist) fails here too.
+*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`).
+
+This module uses `tf.compat.v1.saved_model.loader.load` (tensorflow/python/saved_model/loader_impl.py):
+TF1 graph-and-Session loading, written in Python, not a binding of that C++ loader. It does the
+same steps (import_meta_graph into a fresh graph, a Saver restoring the variables, the init op run
+in the Session), and requests then run as in TF Serving, by tensor name in a Session. So a SavedModel
+that only TF2 object loading can run (a missing init op, a signature naming a tensor that does not
+exist) fails here too. It is still another implementation of the loader: a SavedModel that loads
+here is very likely to load in TF Serving of the same TensorFlow release, but only TF Serving
+itself (the TF Serving variant of tests/contract/) proves it.
 
 The export gate (training/) and the local server (serving/) both use this module.
 """

@@ -3,7 +3,8 @@
 TF Serving's servables/tensorflow/saved_model_bundle_factory.cc loads a version with the C++
 SavedModelBundle loader and, with --enable_batching, wraps its Session in a BatchingSession (one
 queue per Run() signature: the sets of feed and fetch tensor names). This module does the same with
-model_api/session_bundle.py (the same C++ loader, through its Python binding) and serving/batching.py.
+model_api/session_bundle.py (TF1 graph-and-Session loading through TensorFlow's Python loader: the
+same graph and Session execution, not the same loader code) and serving/batching.py.
 Nothing here knows about model names, versions policies or the APIs: serving/registry.py and the
 handlers do.
 """
