@@ -11,6 +11,7 @@ handlers do.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 from model_api.session_bundle import SessionBundle
@@ -30,6 +31,13 @@ class Servable:
     queues: dict = field(default_factory=dict)
     unloaded: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        # The Session (and its graph) goes with the last reference to this servable: the registry's,
+        # or that of the last request still running on an unloaded version (TF Serving likewise
+        # destroys a servable once its last ServableHandle is released). Nothing this servable owns
+        # refers back to it (a queue's runner holds the bundle), so no cycle waits for the cyclic GC.
+        weakref.finalize(self, self.bundle.close)
 
     @classmethod
     def load(cls, name: str, version: int, path: str, scheduler: BatchScheduler | None = None) -> "Servable":

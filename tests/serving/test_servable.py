@@ -167,3 +167,34 @@ def test_an_output_filter_is_batched_in_its_own_queue_and_refused_over_max_batch
     finally:
         batched.unload()
         scheduler.stop()
+
+
+def test_an_unloaded_version_closes_its_session_when_its_last_request_lets_go(model_base, monkeypatch):
+    import gc
+    import weakref
+
+    from model_api.session_bundle import SessionBundle
+
+    closed = []
+    real_close = SessionBundle.close
+    monkeypatch.setattr(SessionBundle, "close", lambda bundle: closed.append(bundle) or real_close(bundle))
+    rng = random.Random(5)
+    feed = {"image_bytes": np.array([encode(synthetic_photo(0, rng))], dtype=object)}
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, num_batch_threads=1))
+    gc.disable()  # only reference counting: a cycle through the servable would keep it (and its Session)
+    try:
+        servable = Servable.load("pets", 1, str(model_base / "pets" / "1"), scheduler)
+        servable.run("serving_default", feed)  # batched: the servable now has a queue
+        servable.run("serving_default", feed, output_filter=["classes"])  # and a second one
+        in_flight = servable  # a request still holding the version
+        servable.unload()
+        gone = weakref.ref(servable)
+        del servable
+        assert closed == [], "a request still holds the version"
+        assert in_flight.run("serving_default", feed)["classes"].shape == (1,)
+        del in_flight
+        assert gone() is None, "nothing but requests kept the servable alive"
+        assert len(closed) == 1, "its Session was closed with the last reference"
+    finally:
+        gc.enable()
+        scheduler.stop()
