@@ -110,28 +110,28 @@ def main(argv=None) -> int:
     if bool(args.model_base_path) == bool(args.model_config_file):
         print("error: give either --model_base_path (with --model_name) or --model_config_file", file=sys.stderr)
         return 2
-    if args.port == 0:
-        print("error: At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
-              file=sys.stderr)
-        return 2
+    registry = None
     try:
         configs = (parse_config_file(args.model_config_file) if args.model_config_file
                    else [single_model_config(args.model_name, absolute_base_path(args.model_base_path))])
         tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
         batching = _batching_options(args)
+        registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
+                                 warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
+                                 load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+                                 batching=batching, allow_version_labels_for_unavailable_models=(
+                                     args.allow_version_labels_for_unavailable_models))
+        # LocalServer refuses --port=0 (the one statement of that rule, server.py after server.cc).
+        server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
+                             max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
+                             rest_threads=args.rest_api_num_threads, tls=tls,
+                             grace_seconds=args.grace_seconds)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if registry is not None:
+            registry.stop()
         return 2
     warn_about_missing_base_paths(configs)
-    registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
-                             warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
-                             load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
-                             allow_version_labels_for_unavailable_models=(
-                                 args.allow_version_labels_for_unavailable_models))
-    server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
-                         max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
-                         rest_threads=args.rest_api_num_threads, tls=tls,
-                         grace_seconds=args.grace_seconds)
     stop = threading.Event()
 
     def on_signal(*_):
