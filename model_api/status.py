@@ -35,11 +35,13 @@ HTTP_STATUS_FOR_CODE = {
 }
 
 # TF Serving's FAILED_PRECONDITION messages that can reach a REST client (http_server.cc sends
-# only {"error": message}, and 400 is shared with INVALID_ARGUMENT and OUT_OF_RANGE):
-# predict_util.cc (an unknown signature key), batching_session.cc (tensors of different shapes
-# without padding), server_core.cc (a label for an unavailable version).
-_FAILED_PRECONDITION_MESSAGES = ("Serving signature key", "padding is turned off",
-                                 "not currently available for inference")
+# only {"error": message}, and 400 is shared with INVALID_ARGUMENT and OUT_OF_RANGE). The local
+# server builds its messages from these same constants (serving/predict_util.py, serving/batching.py).
+# predict_util.cc: 'Serving signature key "NAME" not found.'
+SIGNATURE_KEY_NOT_FOUND = "Serving signature key"
+# batching_session.cc: tensors of different shapes in one batch without pad_variable_length_inputs.
+PADDING_TURNED_OFF = "padding is turned off"
+_FAILED_PRECONDITION_MESSAGES = (SIGNATURE_KEY_NOT_FOUND, PADDING_TURNED_OFF)
 
 
 # How the exported signature says that one image is bad: training/preprocess.py's checks all

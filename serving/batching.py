@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from model_api.status import PADDING_TURNED_OFF
 from serving.errors import failed_precondition, internal, invalid_argument, unavailable
 
 # SharedBatchScheduler::QueueOptions defaults, used for fields the parameters file leaves out.
@@ -194,9 +195,9 @@ class BatchQueue:
             reference = np.shape(parts[0])[1:]
             if any(np.shape(part)[1:] != reference for part in parts):
                 raise failed_precondition(
-                    f"Tensors with name '{alias}' from different tasks have different shapes and padding is "
-                    "turned off. Set pad_variable_length_inputs to true, or ensure that all tensors with the "
-                    "same name have equal dimensions starting with the first dim.")
+                    f"Tensors with name '{alias}' from different tasks have different shapes and "
+                    f"{PADDING_TURNED_OFF}. Set pad_variable_length_inputs to true, or ensure that all tensors "
+                    "with the same name have equal dimensions starting with the first dim.")
             if padding:
                 parts.append(np.repeat(parts[-1][:1], padding, axis=0))
             merged[alias] = np.concatenate(parts, axis=0)
