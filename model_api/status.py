@@ -62,6 +62,11 @@ def code_name(number: int) -> str:
     return CODE_NAMES[number] if 0 <= number < len(CODE_NAMES) else "UNKNOWN"
 
 
+def code_number(name: str) -> int:
+    """The number of a canonical code name; UNKNOWN's for a name that is not one."""
+    return CODE_NAMES.index(name if name in CODE_NAMES else "UNKNOWN")
+
+
 def http_status(code_name: str) -> int:
     return HTTP_STATUS_FOR_CODE.get(code_name, 500)
 

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_api.session_bundle import BundleError
-from model_api.status import CODE_NAMES
+from model_api.status import CODE_NAMES, code_number
 from model_api.versions import list_versions
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ServingError, invalid_argument, not_found
@@ -109,7 +109,7 @@ def _code_number(err: BaseException) -> tuple[int, str]:
         name, message = err.code.name, err.message
     else:
         name, message = "UNKNOWN", f"{type(err).__name__}: {err}"
-    return CODE_NAMES.index(name) if name in CODE_NAMES else 2, message.splitlines()[0][:1000] if message else ""
+    return code_number(name), message.splitlines()[0][:1000] if message else ""
 
 
 class ModelRegistry:

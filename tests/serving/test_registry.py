@@ -158,3 +158,13 @@ def test_a_new_version_is_served_within_the_poll_interval_while_requests_keep_su
     assert failures == []
     assert answered[0] == 1 and answered[-1] == 2 and answered.count(2) > 0
     assert dict(registry.statuses(spec()))[1].state == State.END, "the old version is unloaded"
+
+
+def test_a_failed_load_reports_its_errors_code_by_number():
+    from model_api.session_bundle import BundleError
+    from serving.errors import not_found
+    from serving.registry import _code_number
+
+    assert _code_number(BundleError("Can't parse saved_model.pb", "DATA_LOSS")) == (15, "Can't parse saved_model.pb")
+    assert _code_number(not_found("no such file")) == (5, "no such file")
+    assert _code_number(RuntimeError("boom\nmore")) == (2, "RuntimeError: boom")
