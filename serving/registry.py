@@ -60,7 +60,6 @@ class ModelEntry:
     servables: dict = field(default_factory=dict)   # version -> Servable (AVAILABLE)
     statuses: dict = field(default_factory=dict)    # version -> VersionStatus (all ever seen)
     failed: set = field(default_factory=set)        # aspired versions whose load failed for good
-    aspired: list = field(default_factory=list)     # what the policy wanted at the last poll
 
 
 def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
@@ -197,7 +196,6 @@ class ModelRegistry:
     def _sync_model(self, entry: ModelEntry) -> None:
         aspired = wanted_versions(entry.config, list_versions(entry.config.base_path))
         with self._lock:
-            entry.aspired = aspired
             entry.failed &= set(aspired)  # TF Serving stops managing a failed version once unaspired
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
         for version in sorted(aspired, reverse=True):  # the policy loads the highest new version first
