@@ -81,15 +81,22 @@ def test_model_server_refuses_to_start_on_a_broken_newest_version_in_one_line(mo
 
 
 def test_a_broken_newest_version_during_a_swap_leaves_the_previous_serving_and_reports_its_code(
-        model_base, tmp_path, cat_jpeg):
+        model_base, tmp_path, cat_jpeg, monkeypatch):
+    from serving.servable import Servable
+
     base = tmp_path / "models"
     copy_version(model_base, base, 1)
     server = start_local_server(base, registry_options=FAST_RETRIES)
     grpc_api, rest_api = apis(server)
+    loads, real_load = [], Servable.load
+    monkeypatch.setattr(Servable, "load", staticmethod(
+        lambda name, version, path, scheduler=None: loads.append(version) or real_load(name, version, path, scheduler)))
     try:
         broken_version(base, 2)
         wait_for(lambda: (2, "END", "DATA_LOSS") in grpc_api.status())
-        time.sleep(1.0)  # several polls: a failed version is not loaded again while it is aspired
+        time.sleep(1.0)  # several polls (0.2 s apart)
+        assert loads == [2] * (FAST_RETRIES["max_num_load_retries"] + 1), \
+            "tried once and retried max_num_load_retries times, then not loaded again while it is aspired"
         for api in (grpc_api, rest_api):
             # Newest first, as TF Serving lists them (servable_state_monitor.h: std::greater<Version>).
             assert api.status() == [(2, "END", "DATA_LOSS"), (1, "AVAILABLE", 0)], api.name

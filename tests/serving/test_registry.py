@@ -101,20 +101,37 @@ def test_latest_specific_and_label_resolution_with_tf_serving_errors(model_base,
         registry.statuses(spec(version=7))
 
 
-def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving(model_base, tmp_path):
+def count_loads(monkeypatch) -> list[int]:
+    """The versions Servable.load is called for, in order."""
+    from serving.servable import Servable
+
+    calls, real_load = [], Servable.load
+
+    def load(name, version, path, scheduler=None):
+        calls.append(version)
+        return real_load(name, version, path, scheduler)
+
+    monkeypatch.setattr(Servable, "load", staticmethod(load))
+    return calls
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving(model_base, tmp_path, monkeypatch):
     base = tmp_path / "models"
     shutil.copytree(model_base / "pets" / "1", base / "pets" / "1")
     registry = ModelRegistry([config(f'name: "pets" base_path: "{base}/pets"')], poll_seconds=0,
                              load_retry_interval_seconds=0.0, max_num_load_retries=1)
     registry.start()
+    loads = count_loads(monkeypatch)
     (base / "pets" / "2").mkdir()
     (base / "pets" / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
     registry.poll_once()
+    assert loads == [2, 2], "the first attempt and max_num_load_retries (1) more"
     assert registry.resolve(spec()).version == 1
     failed = dict(registry.statuses(spec()))[2]
     assert failed.state == State.END and failed.error_code != 0 and "failed to load pets version 2" in failed.error_message
-    registry.poll_once()  # the one retry
-    registry.poll_once()  # no more
+    registry.poll_once()
+    registry.poll_once()
+    assert loads == [2, 2], "a version that failed for good is not tried again while it is aspired"
     assert registry.resolve(spec()).version == 1
 
 
