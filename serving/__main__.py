@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 
 
 def tf_bool(text: str) -> bool:
@@ -132,10 +132,12 @@ def main(argv=None) -> int:
             registry.stop()
         return 2
     warn_about_missing_base_paths(configs)
-    stop = threading.Event()
+    # The handler only sets flags, which the main thread polls: an Event set from a handler can
+    # deadlock with the main thread waiting on that Event (the handler runs in the main thread).
+    stopping = []
 
     def on_signal(*_):
-        stop.set()
+        stopping.append(True)
         registry.stop_waiting()  # a start still waiting for versions gives up
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -152,7 +154,8 @@ def main(argv=None) -> int:
         return 2
     print(f"model-server ready: gRPC {args.host}:{server.grpc_port}, REST "
           f"{args.host + ':' + str(server.rest_port) if server.rest_port else 'off'}", flush=True)
-    stop.wait()
+    while not stopping:
+        time.sleep(0.2)
     logging.info("shutting down: finishing requests in flight")
     server.stop()
     return 0

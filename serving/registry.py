@@ -123,7 +123,7 @@ class ModelRegistry:
         self.load_retry_interval_seconds = load_retry_interval_seconds
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self.scheduler = BatchScheduler(batching) if batching is not None else None
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag, polled: see stop_waiting
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -138,11 +138,24 @@ class ModelRegistry:
             self._thread.start()
 
     def stop_waiting(self) -> None:
-        """Safe from a signal handler: a start() still waiting for versions gives up, polling ends."""
-        self._stop.set()
+        """A start() still waiting for versions gives up, polling and load retries end. Safe from a
+        signal handler: it only sets a flag, which every wait here polls (_pause). Event.set() would
+        not be: a handler runs in the main thread, which may be inside Event.wait() holding the
+        Event's lock, and set() would then wait for that lock forever."""
+        self._stopping = True
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking within 0.1 s of a stop; True if stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, 0.1))
+        return True
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
         if self._thread:
             self._thread.join(timeout=30)
         if self.scheduler is not None:
@@ -167,7 +180,7 @@ class ModelRegistry:
                     announced.add(entry.config.name)
                     log.warning("no version of %s under %s yet: waiting for one", entry.config.name,
                                 entry.config.base_path)
-            if self._stop.wait(max(self.poll_seconds, 0.2)):
+            if self._pause(max(self.poll_seconds, 0.2)):
                 raise StartupError("stopped while waiting for the models to become available")
             self.poll_once()
 
@@ -183,7 +196,7 @@ class ModelRegistry:
                                            f"{entry.config.name}, which is not currently available for inference")
 
     def _poll_forever(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while not self._pause(self.poll_seconds):
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - the poller must survive anything on disk
@@ -199,7 +212,7 @@ class ModelRegistry:
             entry.failed &= set(aspired)  # TF Serving stops managing a failed version once unaspired
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
         for version in sorted(aspired, reverse=True):  # the policy loads the highest new version first
-            if version not in entry.servables and version not in entry.failed and not self._stop.is_set():
+            if version not in entry.servables and version not in entry.failed and not self._stopping:
                 self._load(entry, version)
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
 
@@ -220,7 +233,7 @@ class ModelRegistry:
             entry.statuses[version] = VersionStatus(State.LOADING)
         started = time.perf_counter()
         for attempt in range(self.max_num_load_retries + 1):
-            if attempt and self._stop.wait(self.load_retry_interval_seconds):
+            if attempt and self._pause(self.load_retry_interval_seconds):
                 return
             try:
                 servable = self._load_once(name, version, path)

@@ -185,3 +185,27 @@ def test_a_failed_load_reports_its_errors_code_by_number():
     assert _code_number(BundleError("Can't parse saved_model.pb", "DATA_LOSS")) == (15, "Can't parse saved_model.pb")
     assert _code_number(not_found("no such file")) == (5, "no such file")
     assert _code_number(RuntimeError("boom\nmore")) == (2, "RuntimeError: boom")
+
+
+def test_stop_waiting_makes_a_start_still_waiting_for_versions_give_up(tmp_path):
+    from serving.registry import StartupError
+
+    (tmp_path / "pets").mkdir()
+    registry = ModelRegistry([config(f'name: "pets" base_path: "{tmp_path}/pets"')], poll_seconds=30)
+    failures = []
+
+    def start():
+        try:
+            registry.start()
+        except StartupError as err:
+            failures.append(err)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    time.sleep(0.5)
+    stopped = time.monotonic()
+    registry.stop_waiting()  # what the SIGTERM handler calls: it only sets a flag
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - stopped < 2, "the 30 s poll wait was cut short"
+    assert "stopped while waiting" in str(failures[0])
+    registry.stop()
