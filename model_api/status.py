@@ -41,7 +41,10 @@ HTTP_STATUS_FOR_CODE = {
 SIGNATURE_KEY_NOT_FOUND = "Serving signature key"
 # batching_session.cc: tensors of different shapes in one batch without pad_variable_length_inputs.
 PADDING_TURNED_OFF = "padding is turned off"
-_FAILED_PRECONDITION_MESSAGES = (SIGNATURE_KEY_NOT_FOUND, PADDING_TURNED_OFF)
+# batching_session.cc SplitOutputTensors: an output that is not batch-major ("Batched output
+# tensor has 0 dimensions", "Batched output tensor's 0th dimension does not equal ...").
+BATCHED_OUTPUT_TENSOR = "Batched output tensor"
+_FAILED_PRECONDITION_MESSAGES = (SIGNATURE_KEY_NOT_FOUND, PADDING_TURNED_OFF, BATCHED_OUTPUT_TENSOR)
 
 
 # How the exported signature says that one image is bad: training/preprocess.py's checks all

@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from model_api.status import PADDING_TURNED_OFF
-from serving.errors import failed_precondition, internal, invalid_argument, unavailable
+from model_api.status import BATCHED_OUTPUT_TENSOR, PADDING_TURNED_OFF
+from serving.errors import failed_precondition, invalid_argument, unavailable
 
 # SharedBatchScheduler::QueueOptions defaults, used for fields the parameters file leaves out.
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -205,10 +205,12 @@ class BatchQueue:
 
     def _split_outputs(self, batch: _Batch, outputs: dict) -> None:
         padded = self.options.padded_size(batch.size)
-        for alias, value in outputs.items():
-            if np.ndim(value) == 0 or np.shape(value)[0] != padded:
-                raise internal(f"Batched output tensor {alias} has 0th dimension {np.shape(value)[:1]}, "
-                               f"but the batch has {padded} rows")
+        for value in outputs.values():  # batching_session.cc SplitOutputTensors, its codes and messages
+            if np.ndim(value) == 0:
+                raise failed_precondition(f"{BATCHED_OUTPUT_TENSOR} has 0 dimensions")
+            if np.shape(value)[0] != padded:
+                raise failed_precondition(f"{BATCHED_OUTPUT_TENSOR}'s 0th dimension does not equal the sum of the "
+                                          "0th dimension sizes of the input tensors")
         offset = 0
         for task in batch.tasks:
             task.outputs = {alias: value[offset:offset + task.size] for alias, value in outputs.items()}

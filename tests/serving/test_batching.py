@@ -216,3 +216,19 @@ def test_stop_fails_what_it_could_not_run_in_time_with_unavailable(scheduler_for
     refused = [o["error"] for o in outcomes if "error" in o]
     assert len(answered) == 1, "the batch running when stop() gave up still finishes"
     assert [(e.code.name, e.message) for e in refused] == [("UNAVAILABLE", "server is shutting down")] * 2
+
+
+@pytest.mark.parametrize("output,message", [
+    (lambda x: np.float32(1.0), "Batched output tensor has 0 dimensions"),
+    (lambda x: np.zeros(len(x) + 1), "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                                     "dimension sizes of the input tensors"),
+])
+def test_an_output_that_is_not_batch_major_fails_with_tf_servings_failed_precondition(scheduler_for, output,
+                                                                                       message):
+    from model_api.status import code_for_http_status
+
+    queue = scheduler_for(max_batch_size=8).add_queue(lambda inputs: {"y": output(inputs["x"])})
+    with pytest.raises(ServingError) as info:
+        queue.submit({"x": np.ones(2)})
+    assert (info.value.code.name, info.value.message) == ("FAILED_PRECONDITION", message)
+    assert code_for_http_status(400, message) == "FAILED_PRECONDITION", "a REST client reads it as TF Serving's"
