@@ -1,13 +1,19 @@
-"""Load and run a SavedModel the way TensorFlow Serving does: a SavedModelBundle in a Session.
+"""Load and run a SavedModel on TensorFlow Serving's execution path: a graph in a Session.
 
 TF Serving does not use TF2 object loading (`tf.saved_model.load`). Its
 servables/tensorflow/saved_model_bundle_factory.cc calls tensorflow/cc/saved_model/loader.cc
 `LoadSavedModel`: import the MetaGraphDef tagged "serve" into a fresh graph, restore the
 variables, run the main/init op, then serve by feeding and fetching the SignatureDef's
-*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`). Python's
-`tf.compat.v1.saved_model.loader.load` is a binding of that same C++ loader, so what loads and
-runs here loads and runs in TF Serving, and a SavedModel that only TF2 object loading can run
-(a missing init op, a signature naming a tensor that does not exist) fails here too.
+*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`).
+
+This module uses `tf.compat.v1.saved_model.loader.load` (tensorflow/python/saved_model/loader_impl.py):
+TF1 graph-and-Session loading, written in Python, not a binding of that C++ loader. It does the
+same steps (import_meta_graph into a fresh graph, a Saver restoring the variables, the init op run
+in the Session), and requests then run as in TF Serving, by tensor name in a Session. So a SavedModel
+that only TF2 object loading can run (a missing init op, a signature naming a tensor that does not
+exist) fails here too. It is still another implementation of the loader: a SavedModel that loads
+here is very likely to load in TF Serving of the same TensorFlow release, but only TF Serving
+itself (the TF Serving variant of tests/contract/) proves it.
 
 The export gate (training/) and the local server (serving/) both use this module.
 """
@@ -18,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from model_api.signature import is_served_signature
 from model_api.status import code_name
 
 SERVE_TAG = "serve"  # tensorflow/python/saved_model/tag_constants.py SERVING
@@ -78,7 +85,7 @@ class SessionBundle:
     def _check_signature_tensors(self) -> None:
         """Every tensor a SignatureDef names must exist in the graph (TF Serving fails the request)."""
         for name, signature in self.signature_defs.items():
-            if name.startswith("__"):  # __saved_model_init_op and friends are not served
+            if not is_served_signature(name):
                 continue
             for kind, infos in (("input", signature.inputs), ("output", signature.outputs)):
                 for alias, info in infos.items():
@@ -99,9 +106,13 @@ class SessionBundle:
         signature = self.signature_defs[signature_name]
         feeds = {signature.inputs[alias].name: value for alias, value in inputs.items()}
         aliases = sorted(output_filter or signature.outputs.keys())  # predict_util.cc sorts them
-        fetches = [signature.outputs[alias].name for alias in aliases]
-        values = self._session.run(fetches, feed_dict=feeds)
-        return dict(zip(aliases, values))
+        values = self.run_tensors(feeds, [signature.outputs[alias].name for alias in aliases])
+        return {alias: values[signature.outputs[alias].name] for alias in aliases}
+
+    def run_tensors(self, feeds: Mapping[str, np.ndarray], fetches) -> dict[str, np.ndarray]:
+        """Session::Run: tensor name -> array in, fetched tensor name -> array out."""
+        fetches = list(fetches)
+        return dict(zip(fetches, self._session.run(fetches, feed_dict=dict(feeds))))
 
     def close(self) -> None:
         if not self._closed.is_set():

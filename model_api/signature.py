@@ -19,6 +19,16 @@ OUTPUT_LABELS = "labels"
 OUTPUT_LOGITS = "logits"
 OUTPUT_KEYS = (OUTPUT_PROBABILITIES, OUTPUT_CLASSES, OUTPUT_LABELS, OUTPUT_LOGITS)
 
+
+
+def is_served_signature(name: str) -> bool:
+    """Whether a SignatureDef key names a signature to predict with: False for SavedModel's reserved
+    keys (`__saved_model_init_op`, `__saved_model_train_op`: tensorflow/cc/saved_model/constants.h),
+    which name ops to run at load or in training. The one rule for the loader's tensor check and for
+    Predict; GetModelMetadata lists every SignatureDef, reserved ones included, as TF Serving does."""
+    return not name.startswith("__")
+
+
 # Files inside a version directory (TF Serving reads assets.extra/tf_serving_warmup_requests:
 # https://www.tensorflow.org/tfx/serving/saved_model_warmup).
 LABELS_FILE = "assets/labels.txt"

@@ -35,11 +35,16 @@ HTTP_STATUS_FOR_CODE = {
 }
 
 # TF Serving's FAILED_PRECONDITION messages that can reach a REST client (http_server.cc sends
-# only {"error": message}, and 400 is shared with INVALID_ARGUMENT and OUT_OF_RANGE):
-# predict_util.cc (an unknown signature key), batching_session.cc (tensors of different shapes
-# without padding), server_core.cc (a label for an unavailable version).
-_FAILED_PRECONDITION_MESSAGES = ("Serving signature key", "padding is turned off",
-                                 "not currently available for inference")
+# only {"error": message}, and 400 is shared with INVALID_ARGUMENT and OUT_OF_RANGE). The local
+# server builds its messages from these same constants (serving/predict_util.py, serving/batching.py).
+# predict_util.cc: 'Serving signature key "NAME" not found.'
+SIGNATURE_KEY_NOT_FOUND = "Serving signature key"
+# batching_session.cc: tensors of different shapes in one batch without pad_variable_length_inputs.
+PADDING_TURNED_OFF = "padding is turned off"
+# batching_session.cc SplitOutputTensors: an output that is not batch-major ("Batched output
+# tensor has 0 dimensions", "Batched output tensor's 0th dimension does not equal ...").
+BATCHED_OUTPUT_TENSOR = "Batched output tensor"
+_FAILED_PRECONDITION_MESSAGES = (SIGNATURE_KEY_NOT_FOUND, PADDING_TURNED_OFF, BATCHED_OUTPUT_TENSOR)
 
 
 # How the exported signature says that one image is bad: training/preprocess.py's checks all
@@ -58,6 +63,11 @@ def is_image_error(message: str) -> bool:
 
 def code_name(number: int) -> str:
     return CODE_NAMES[number] if 0 <= number < len(CODE_NAMES) else "UNKNOWN"
+
+
+def code_number(name: str) -> int:
+    """The number of a canonical code name; UNKNOWN's for a name that is not one."""
+    return CODE_NAMES.index(name if name in CODE_NAMES else "UNKNOWN")
 
 
 def http_status(code_name: str) -> int:

@@ -16,17 +16,18 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 
 
 def tf_bool(text: str) -> bool:
-    """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/
-    command_line_flags.cc ParseBoolFlag): true/1 or false/0; anything else is a usage error."""
-    if text in ("true", "1"):
+    """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/command_line_flags.h,
+    now third_party/xla/xla/tsl/util/command_line_flags.cc ParseBoolFlag): true or false in any case
+    (absl::EqualsIgnoreCase), 1 or 0; anything else is a usage error."""
+    if text.lower() == "true" or text == "1":
         return True
-    if text in ("false", "0"):
+    if text.lower() == "false" or text == "0":
         return False
-    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: use true, false, 1 or 0")
+    raise argparse.ArgumentTypeError(f"Couldn't interpret value {text!r}: use true, false (any case), 1 or 0")
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
@@ -84,6 +85,21 @@ def _batching_options(args):
     return BatchingOptions.from_proto(params)
 
 
+def absolute_base_path(path: str) -> str:
+    """A local --model_base_path made absolute; a URL (gs://, s3://, ram://) as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def warn_about_missing_base_paths(configs) -> None:
+    """Through tf.io.gfile, as the poller reads them, so gs:// and the like are checked too."""
+    import tensorflow as tf
+
+    for config in configs:
+        if not tf.io.gfile.isdir(config.base_path):
+            logging.warning("model %s: base path %s does not exist yet; waiting for versions",
+                            config.name, config.base_path)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -94,35 +110,34 @@ def main(argv=None) -> int:
     if bool(args.model_base_path) == bool(args.model_config_file):
         print("error: give either --model_base_path (with --model_name) or --model_config_file", file=sys.stderr)
         return 2
-    if args.port == 0:
-        print("error: At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
-              file=sys.stderr)
-        return 2
+    registry = None
     try:
         configs = (parse_config_file(args.model_config_file) if args.model_config_file
-                   else [single_model_config(args.model_name, os.path.abspath(args.model_base_path))])
+                   else [single_model_config(args.model_name, absolute_base_path(args.model_base_path))])
         tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
         batching = _batching_options(args)
+        registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
+                                 warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
+                                 load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+                                 batching=batching, allow_version_labels_for_unavailable_models=(
+                                     args.allow_version_labels_for_unavailable_models))
+        # LocalServer refuses --port=0 (the one statement of that rule, server.py after server.cc).
+        server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
+                             max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
+                             rest_threads=args.rest_api_num_threads, tls=tls,
+                             grace_seconds=args.grace_seconds)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if registry is not None:
+            registry.stop()
         return 2
-    for config in configs:
-        if not os.path.isdir(config.base_path):
-            logging.warning("model %s: base path %s does not exist yet; waiting for versions",
-                            config.name, config.base_path)
-    registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
-                             warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
-                             load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, batching=batching,
-                             allow_version_labels_for_unavailable_models=(
-                                 args.allow_version_labels_for_unavailable_models))
-    server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
-                         max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
-                         rest_threads=args.rest_api_num_threads, tls=tls,
-                         grace_seconds=args.grace_seconds)
-    stop = threading.Event()
+    warn_about_missing_base_paths(configs)
+    # The handler only sets flags, which the main thread polls: an Event set from a handler can
+    # deadlock with the main thread waiting on that Event (the handler runs in the main thread).
+    stopping = []
 
     def on_signal(*_):
-        stop.set()
+        stopping.append(True)
         registry.stop_waiting()  # a start still waiting for versions gives up
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,7 +154,8 @@ def main(argv=None) -> int:
         return 2
     print(f"model-server ready: gRPC {args.host}:{server.grpc_port}, REST "
           f"{args.host + ':' + str(server.rest_port) if server.rest_port else 'off'}", flush=True)
-    stop.wait()
+    while not stopping:
+        time.sleep(0.2)
     logging.info("shutting down: finishing requests in flight")
     server.stop()
     return 0

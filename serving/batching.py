@@ -25,12 +25,15 @@ from typing import Callable
 
 import numpy as np
 
-from serving.errors import failed_precondition, internal, invalid_argument, unavailable
+from model_api.status import BATCHED_OUTPUT_TENSOR, PADDING_TURNED_OFF
+from serving.errors import failed_precondition, invalid_argument, unavailable
 
 # SharedBatchScheduler::QueueOptions defaults, used for fields the parameters file leaves out.
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
+
+SHUTTING_DOWN = "server is shutting down"
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,11 @@ class BatchQueue:
         """Run `inputs` as part of a batch; blocks until its rows of the outputs are ready."""
         task = _Task(inputs, task_size(inputs))
         with self._scheduler.condition:
+            # Under the lock the batch threads take: a queue closed (its version unloaded) after the
+            # caller chose it, and maybe already dropped, still runs the task. In TF Serving a request
+            # holds its servable, and with it the BatchingSession's queues, until it is answered
+            # (shared_batch_scheduler.h drops a queue only once CloseAndWaitUntilEmpty returns).
+            self._scheduler._admit(self)
             self._enqueue(task)
             self._scheduler.condition.notify()
         task.done.wait()
@@ -162,6 +170,11 @@ class BatchQueue:
     def is_empty(self) -> bool:
         return len(self._batches) == 1 and not self._batches[0].tasks
 
+    def take_all(self) -> list[_Task]:
+        tasks = [task for batch in self._batches for task in batch.tasks]
+        self._batches = deque([_Batch()])
+        return tasks
+
     # --- called by a batch thread without the lock ------------------------------------------------
     def process(self, batch: _Batch) -> None:
         try:
@@ -182,9 +195,9 @@ class BatchQueue:
             reference = np.shape(parts[0])[1:]
             if any(np.shape(part)[1:] != reference for part in parts):
                 raise failed_precondition(
-                    f"Tensors with name '{alias}' from different tasks have different shapes and padding is "
-                    "turned off. Set pad_variable_length_inputs to true, or ensure that all tensors with the "
-                    "same name have equal dimensions starting with the first dim.")
+                    f"Tensors with name '{alias}' from different tasks have different shapes and "
+                    f"{PADDING_TURNED_OFF}. Set pad_variable_length_inputs to true, or ensure that all tensors "
+                    "with the same name have equal dimensions starting with the first dim.")
             if padding:
                 parts.append(np.repeat(parts[-1][:1], padding, axis=0))
             merged[alias] = np.concatenate(parts, axis=0)
@@ -192,10 +205,12 @@ class BatchQueue:
 
     def _split_outputs(self, batch: _Batch, outputs: dict) -> None:
         padded = self.options.padded_size(batch.size)
-        for alias, value in outputs.items():
-            if np.ndim(value) == 0 or np.shape(value)[0] != padded:
-                raise internal(f"Batched output tensor {alias} has 0th dimension {np.shape(value)[:1]}, "
-                               f"but the batch has {padded} rows")
+        for value in outputs.values():  # batching_session.cc SplitOutputTensors, its codes and messages
+            if np.ndim(value) == 0:
+                raise failed_precondition(f"{BATCHED_OUTPUT_TENSOR} has 0 dimensions")
+            if np.shape(value)[0] != padded:
+                raise failed_precondition(f"{BATCHED_OUTPUT_TENSOR}'s 0th dimension does not equal the sum of the "
+                                          "0th dimension sizes of the input tensors")
         offset = 0
         for task in batch.tasks:
             task.outputs = {alias: value[offset:offset + task.size] for alias, value in outputs.items()}
@@ -222,17 +237,38 @@ class BatchScheduler:
         return queue
 
     def remove_queue(self, queue: BatchQueue) -> None:
-        """Close `queue`: what it holds still runs (at once), then it is dropped."""
+        """Close `queue`: what it holds, and what is still submitted to it, runs at once (without
+        waiting for a batch to fill); it is dropped whenever it is empty."""
         with self.condition:
             queue.closed = True
             self.condition.notify_all()
 
-    def stop(self) -> None:
+    def _admit(self, queue: BatchQueue) -> None:
+        """With the condition held: make sure `queue` is served (a closed queue may have been dropped)."""
+        if self._stopped:
+            raise unavailable(SHUTTING_DOWN)
+        if queue not in self._queues:
+            self._queues.append(queue)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain, then end the threads, as TF Serving shuts down: each queue is closed and emptied before
+        it goes (QueueHandle's destructor calls Queue::CloseAndWaitUntilEmpty, and ~SharedBatchScheduler
+        waits for its queues; tensorflow/core/kernels/batching_util/shared_batch_scheduler.h). What is
+        submitted after stop() began, or still queued when `timeout` runs out, fails with UNAVAILABLE, so
+        no request waits forever."""
         with self.condition:
             self._stopped = True
+            for queue in self._queues:
+                queue.closed = True  # run what is queued now, without waiting for batches to fill
             self.condition.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self.condition:
+            abandoned = [task for queue in self._queues for task in queue.take_all()]
+        for task in abandoned:
+            task.error = unavailable(SHUTTING_DOWN)
+            task.done.set()
 
     def _next(self) -> tuple[BatchQueue | None, _Batch | None, float | None]:
         now = time.monotonic()
@@ -255,11 +291,11 @@ class BatchScheduler:
         while True:
             with self.condition:
                 while True:
-                    if self._stopped:
-                        return
                     queue, batch, wait = self._next()
                     if batch is not None:
                         self.condition.notify()  # another thread may take the next ready batch
                         break
+                    if self._stopped:  # and nothing left to run: every queue is closed, so ready at once
+                        return
                     self.condition.wait(wait)
             queue.process(batch)

@@ -31,10 +31,10 @@ def model_metadata(registry: ModelRegistry,
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version
+    # Every SignatureDef, __saved_model_init_op included, as servables/tensorflow/get_model_metadata_impl.cc
+    # copies bundle->meta_graph_def.signature_def() whole.
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for name, definition in servable.signature_defs.items():
-        if name == "__saved_model_init_op":
-            continue
         signature_map.signature_def[name].CopyFrom(definition)
     packed = any_pb2.Any()
     packed.Pack(signature_map)

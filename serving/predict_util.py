@@ -9,6 +9,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from model_api import signature as sig
+from model_api.status import SIGNATURE_KEY_NOT_FOUND
 from serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
 from serving.servable import Servable
 
@@ -20,8 +21,8 @@ def signature_name_or_default(name: str) -> str:
 def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     signature_name = signature_name_or_default(request.model_spec.signature_name)
     signature_def = servable.signature_defs.get(signature_name)
-    if signature_def is None or signature_name.startswith("__"):
-        raise failed_precondition(f'Serving signature key "{signature_name}" not found.')
+    if signature_def is None or not sig.is_served_signature(signature_name):
+        raise failed_precondition(f'{SIGNATURE_KEY_NOT_FOUND} "{signature_name}" not found.')
     inputs = _validated_inputs(request, signature_def, servable.name)
     output_filter = _validated_output_filter(request, signature_def)
     try:

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_api.session_bundle import BundleError
-from model_api.status import CODE_NAMES
+from model_api.status import CODE_NAMES, code_number
 from model_api.versions import list_versions
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.errors import ServingError, invalid_argument, not_found
@@ -60,7 +60,6 @@ class ModelEntry:
     servables: dict = field(default_factory=dict)   # version -> Servable (AVAILABLE)
     statuses: dict = field(default_factory=dict)    # version -> VersionStatus (all ever seen)
     failed: set = field(default_factory=set)        # aspired versions whose load failed for good
-    aspired: list = field(default_factory=list)     # what the policy wanted at the last poll
 
 
 def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
@@ -109,7 +108,7 @@ def _code_number(err: BaseException) -> tuple[int, str]:
         name, message = err.code.name, err.message
     else:
         name, message = "UNKNOWN", f"{type(err).__name__}: {err}"
-    return CODE_NAMES.index(name) if name in CODE_NAMES else 2, message.splitlines()[0][:1000] if message else ""
+    return code_number(name), message.splitlines()[0][:1000] if message else ""
 
 
 class ModelRegistry:
@@ -124,7 +123,7 @@ class ModelRegistry:
         self.load_retry_interval_seconds = load_retry_interval_seconds
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self.scheduler = BatchScheduler(batching) if batching is not None else None
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag, polled: see stop_waiting
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -139,11 +138,24 @@ class ModelRegistry:
             self._thread.start()
 
     def stop_waiting(self) -> None:
-        """Safe from a signal handler: a start() still waiting for versions gives up, polling ends."""
-        self._stop.set()
+        """A start() still waiting for versions gives up, polling and load retries end. Safe from a
+        signal handler: it only sets a flag, which every wait here polls (_pause). Event.set() would
+        not be: a handler runs in the main thread, which may be inside Event.wait() holding the
+        Event's lock, and set() would then wait for that lock forever."""
+        self._stopping = True
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking within 0.1 s of a stop; True if stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, 0.1))
+        return True
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
         if self._thread:
             self._thread.join(timeout=30)
         if self.scheduler is not None:
@@ -168,7 +180,7 @@ class ModelRegistry:
                     announced.add(entry.config.name)
                     log.warning("no version of %s under %s yet: waiting for one", entry.config.name,
                                 entry.config.base_path)
-            if self._stop.wait(max(self.poll_seconds, 0.2)):
+            if self._pause(max(self.poll_seconds, 0.2)):
                 raise StartupError("stopped while waiting for the models to become available")
             self.poll_once()
 
@@ -184,7 +196,7 @@ class ModelRegistry:
                                            f"{entry.config.name}, which is not currently available for inference")
 
     def _poll_forever(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while not self._pause(self.poll_seconds):
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - the poller must survive anything on disk
@@ -197,11 +209,10 @@ class ModelRegistry:
     def _sync_model(self, entry: ModelEntry) -> None:
         aspired = wanted_versions(entry.config, list_versions(entry.config.base_path))
         with self._lock:
-            entry.aspired = aspired
             entry.failed &= set(aspired)  # TF Serving stops managing a failed version once unaspired
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
         for version in sorted(aspired, reverse=True):  # the policy loads the highest new version first
-            if version not in entry.servables and version not in entry.failed and not self._stop.is_set():
+            if version not in entry.servables and version not in entry.failed and not self._stopping:
                 self._load(entry, version)
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
 
@@ -222,7 +233,7 @@ class ModelRegistry:
             entry.statuses[version] = VersionStatus(State.LOADING)
         started = time.perf_counter()
         for attempt in range(self.max_num_load_retries + 1):
-            if attempt and self._stop.wait(self.load_retry_interval_seconds):
+            if attempt and self._pause(self.load_retry_interval_seconds):
                 return
             try:
                 servable = self._load_once(name, version, path)
@@ -280,23 +291,19 @@ class ModelRegistry:
             return entry.servables[max(entry.servables)]
 
     def statuses(self, model_spec) -> list[tuple[int, VersionStatus]]:
-        """GetModelStatus semantics (get_model_status_impl.cc)."""
+        """GetModelStatus semantics (model_servers/get_model_status_impl.cc): a version number gives
+        that version; anything else (no version, or a version_label, which GetModelStatus never
+        reads: it checks only has_version()) gives every version, newest first, the order of
+        ServableStateMonitor's VersionMap (core/servable_state_monitor.h, std::greater<Version>)."""
         name = model_spec.name
         with self._lock:
             entry = self._models.get(name)
-            which = model_spec.WhichOneof("version_choice")
-            if which == "version_label":
-                version = entry.config.version_labels.get(model_spec.version_label) if entry else None
-                if version is None:
-                    raise invalid_argument(f"Unrecognized servable version label: {model_spec.version_label}")
-                which, wanted = "version", version
-            elif which == "version":
+            if model_spec.WhichOneof("version_choice") == "version":
                 wanted = model_spec.version.value
-            if which == "version":
                 status = entry.statuses.get(wanted) if entry else None
                 if status is None:
                     raise not_found(f"Could not find version {wanted} of model {name}")
                 return [(wanted, status)]
             if not entry or not entry.statuses:
                 raise not_found(f"Could not find any versions of model {name}")
-            return sorted(entry.statuses.items())
+            return sorted(entry.statuses.items(), reverse=True)

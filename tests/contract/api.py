@@ -57,8 +57,8 @@ class GrpcApi:
             outputs["labels"] = np.array([x.decode() for x in outputs["labels"]])
         return response.model_spec.version.value, outputs
 
-    def status(self, model="pets", version=None):
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=_spec(model, version))
+    def status(self, model="pets", version=None, label=None):
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=_spec(model, version, label))
         response = self._call(self.models.GetModelStatus, request)
         return [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
                  code_name(s.status.error_code) if s.status.error_code else 0) for s in response.model_version_status]
@@ -110,8 +110,8 @@ class RestApi:
         outputs = {key: np.array([row[key] for row in rows]) for key in rows[0]} if rows else {}
         return None, outputs
 
-    def status(self, model="pets", version=None):
-        document = self._check(self.session.get(self._url(model, version), timeout=30))
+    def status(self, model="pets", version=None, label=None):
+        document = self._check(self.session.get(self._url(model, version, label), timeout=30))
         return [(int(s["version"]), s["state"], 0 if s["status"]["error_code"] == "OK" else s["status"]["error_code"])
                 for s in document["model_version_status"]]
 

@@ -41,6 +41,8 @@ def test_metadata_shows_the_signatures(api):
     signatures = api.signature_inputs()
     assert signatures["serving_default"] == {"image_bytes": "string"}
     assert signatures["predict_images"] == {"images": "float32"}
+    # get_model_metadata_impl.cc copies every SignatureDef, the init op's included.
+    assert "__saved_model_init_op" in signatures
 
 
 def test_unknown_model_or_version_is_not_found(api, cat_jpeg):

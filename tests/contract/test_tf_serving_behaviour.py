@@ -81,17 +81,25 @@ def test_model_server_refuses_to_start_on_a_broken_newest_version_in_one_line(mo
 
 
 def test_a_broken_newest_version_during_a_swap_leaves_the_previous_serving_and_reports_its_code(
-        model_base, tmp_path, cat_jpeg):
+        model_base, tmp_path, cat_jpeg, monkeypatch):
+    from serving.servable import Servable
+
     base = tmp_path / "models"
     copy_version(model_base, base, 1)
     server = start_local_server(base, registry_options=FAST_RETRIES)
     grpc_api, rest_api = apis(server)
+    loads, real_load = [], Servable.load
+    monkeypatch.setattr(Servable, "load", staticmethod(
+        lambda name, version, path, scheduler=None: loads.append(version) or real_load(name, version, path, scheduler)))
     try:
         broken_version(base, 2)
         wait_for(lambda: (2, "END", "DATA_LOSS") in grpc_api.status())
-        time.sleep(1.0)  # several polls: a failed version is not loaded again while it is aspired
+        time.sleep(1.0)  # several polls (0.2 s apart)
+        assert loads == [2] * (FAST_RETRIES["max_num_load_retries"] + 1), \
+            "tried once and retried max_num_load_retries times, then not loaded again while it is aspired"
         for api in (grpc_api, rest_api):
-            assert api.status() == [(1, "AVAILABLE", 0), (2, "END", "DATA_LOSS")], api.name
+            # Newest first, as TF Serving lists them (servable_state_monitor.h: std::greater<Version>).
+            assert api.status() == [(2, "END", "DATA_LOSS"), (1, "AVAILABLE", 0)], api.name
             _, outputs = api.predict([cat_jpeg])
             assert outputs["probabilities"].shape == (1, 2)
         assert grpc_api.predict([cat_jpeg])[0] == 1
@@ -132,6 +140,10 @@ def test_allow_version_labels_for_unavailable_models_accepts_it_and_requests_fin
             expect_error(lambda: api.predict([cat_jpeg], label="canary"), "NOT_FOUND", "Specific(pets, 2)")
             expect_error(lambda: api.predict([cat_jpeg], label="beta"), "INVALID_ARGUMENT",
                          "Unrecognized servable version label: beta")
+            # GetModelStatus ignores a label (get_model_status_impl.cc checks only has_version()), so
+            # GET /v1/models/pets/labels/beta answers 200 with every version, as TF Serving does.
+            for label in ("stable", "canary", "beta"):
+                assert api.status(label=label) == [(1, "AVAILABLE", 0)], (api.name, label)
     finally:
         server.stop()
 
@@ -139,17 +151,20 @@ def test_allow_version_labels_for_unavailable_models_accepts_it_and_requests_fin
 # --- flags --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argument,value", [("--enable_model_warmup=false", False), ("--enable_model_warmup=0", False),
+                                            ("--enable_model_warmup=False", False), ("--enable_batching=FALSE", False),
                                             ("--enable_model_warmup=true", True), ("--enable_model_warmup=1", True),
+                                            ("--enable_batching=TRUE", True), ("--enable_batching=True", True),
                                             ("--enable_model_warmup", True), ("--enable_batching", True)])
-def test_boolean_flags_read_true_false_1_and_0_like_tf_serving(argument, value):
+def test_boolean_flags_read_true_false_in_any_case_1_and_0_like_tf_serving(argument, value):
+    # tsl's ParseBoolFlag: absl::EqualsIgnoreCase(arg, "true") || arg == "1", and the same for false.
     from serving.__main__ import build_parser
 
     args = build_parser().parse_args([argument, "--model_base_path=/m"])
     assert getattr(args, argument[2:].split("=")[0]) is value
 
 
-@pytest.mark.parametrize("argument", ["--enable_model_warmup=False", "--enable_model_warmup=no",
-                                      "--enable_batching=yes"])
+@pytest.mark.parametrize("argument", ["--enable_model_warmup=no", "--enable_batching=yes", "--enable_batching=2",
+                                      "--enable_model_warmup=t"])
 def test_any_other_boolean_value_is_a_usage_error(argument, capsys):
     from serving.__main__ import build_parser
 

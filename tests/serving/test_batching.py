@@ -126,3 +126,109 @@ def test_unknown_fields_in_the_parameters_file_are_refused(tmp_path):
     path.write_text("max_batch_size { value: 32 }\nmax_batch_sizes { value: 3 }\n")
     with pytest.raises(ValueError, match="has no field named \"max_batch_sizes\""):
         parse_text_file(str(path), BatchingParameters)
+
+
+def in_thread(call, seconds=20):
+    """call() in a thread; its result or error, or AssertionError if it is still blocked after `seconds`."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except Exception as err:  # noqa: BLE001
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return outcome
+
+
+def test_a_request_that_chose_a_queue_before_its_version_was_unloaded_is_still_answered(scheduler_for):
+    # The race: a request picks its servable's queue, the version is unloaded (the queue closed and,
+    # being empty, dropped by the scheduler), then the request submits. It must still run.
+    scheduler = scheduler_for(max_batch_size=8, num_batch_threads=1)
+    queue = scheduler.add_queue(Recorder())
+    scheduler.remove_queue(queue)
+    deadline = time.monotonic() + 10
+    while queue in scheduler._queues and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queue not in scheduler._queues, "the scheduler drops a closed empty queue"
+    outcome = in_thread(lambda: queue.submit({"x": np.ones(3)}))
+    np.testing.assert_array_equal(outcome["result"]["y"], np.full(3, 2.0))
+    with pytest.raises(ServingError, match="Task size 9 is larger than maximum input batch size 8"):
+        queue.submit({"x": np.ones(9)})
+
+
+def submit_in_background(queue, count, rows=1):
+    outcomes = [{} for _ in range(count)]
+
+    def one(i):
+        try:
+            outcomes[i]["result"] = queue.submit({"x": np.ones(rows)})
+        except Exception as err:  # noqa: BLE001
+            outcomes[i]["error"] = err
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    return outcomes, threads
+
+
+def wait_until_queued(scheduler, queue, recorder, count):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with scheduler.condition:
+            if sum(len(b.tasks) for b in queue._batches) + len(recorder.sizes) >= count:
+                return
+        time.sleep(0.01)
+    raise AssertionError("the tasks were never queued")
+
+
+def test_stop_runs_what_is_queued_then_refuses_new_tasks_with_unavailable(scheduler_for):
+    scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
+    recorder = Recorder(delay=0.2)
+    queue = scheduler.add_queue(recorder)
+    outcomes, threads = submit_in_background(queue, 3)
+    wait_until_queued(scheduler, queue, recorder, 3)
+    scheduler.stop()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a queued task was abandoned"
+    assert [sorted(o) for o in outcomes] == [["result"]] * 3 and recorder.sizes == [1, 1, 1]
+    with pytest.raises(ServingError) as info:
+        queue.submit({"x": np.ones(1)})
+    assert (info.value.code.name, info.value.message) == ("UNAVAILABLE", "server is shutting down")
+
+
+def test_stop_fails_what_it_could_not_run_in_time_with_unavailable(scheduler_for):
+    scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
+    recorder = Recorder(delay=1.0)
+    queue = scheduler.add_queue(recorder)
+    outcomes, threads = submit_in_background(queue, 3)
+    wait_until_queued(scheduler, queue, recorder, 3)
+    scheduler.stop(timeout=0.1)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a queued task was abandoned"
+    answered = [o for o in outcomes if "result" in o]
+    refused = [o["error"] for o in outcomes if "error" in o]
+    assert len(answered) == 1, "the batch running when stop() gave up still finishes"
+    assert [(e.code.name, e.message) for e in refused] == [("UNAVAILABLE", "server is shutting down")] * 2
+
+
+@pytest.mark.parametrize("output,message", [
+    (lambda x: np.float32(1.0), "Batched output tensor has 0 dimensions"),
+    (lambda x: np.zeros(len(x) + 1), "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                                     "dimension sizes of the input tensors"),
+])
+def test_an_output_that_is_not_batch_major_fails_with_tf_servings_failed_precondition(scheduler_for, output,
+                                                                                       message):
+    from model_api.status import code_for_http_status
+
+    queue = scheduler_for(max_batch_size=8).add_queue(lambda inputs: {"y": output(inputs["x"])})
+    with pytest.raises(ServingError) as info:
+        queue.submit({"x": np.ones(2)})
+    assert (info.value.code.name, info.value.message) == ("FAILED_PRECONDITION", message)
+    assert code_for_http_status(400, message) == "FAILED_PRECONDITION", "a REST client reads it as TF Serving's"

@@ -89,25 +89,49 @@ def test_latest_specific_and_label_resolution_with_tf_serving_errors(model_base,
             registry.resolve(request)
         assert (info.value.code.name, info.value.message) == (code, message)
     states = registry.statuses(spec())
-    assert [(v, s.state) for v, s in states] == [(1, State.AVAILABLE), (2, State.AVAILABLE)]
+    # Newest first: ServableStateMonitor's VersionMap is ordered by std::greater<Version>.
+    assert [(v, s.state) for v, s in states] == [(2, State.AVAILABLE), (1, State.AVAILABLE)]
+    # GetModelStatus reads only has_version(): a label, known or not, gives every version.
+    for label in ("stable", "beta"):
+        assert [(v, s.state) for v, s in registry.statuses(spec(label=label))] == [(2, State.AVAILABLE),
+                                                                                 (1, State.AVAILABLE)]
+    with pytest.raises(ServingError, match="Could not find any versions of model nope"):
+        registry.statuses(spec(name="nope", label="stable"))
     with pytest.raises(ServingError, match="Could not find version 7 of model pets"):
         registry.statuses(spec(version=7))
 
 
-def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving(model_base, tmp_path):
+def count_loads(monkeypatch) -> list[int]:
+    """The versions Servable.load is called for, in order."""
+    from serving.servable import Servable
+
+    calls, real_load = [], Servable.load
+
+    def load(name, version, path, scheduler=None):
+        calls.append(version)
+        return real_load(name, version, path, scheduler)
+
+    monkeypatch.setattr(Servable, "load", staticmethod(load))
+    return calls
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_previous_keeps_serving(model_base, tmp_path, monkeypatch):
     base = tmp_path / "models"
     shutil.copytree(model_base / "pets" / "1", base / "pets" / "1")
     registry = ModelRegistry([config(f'name: "pets" base_path: "{base}/pets"')], poll_seconds=0,
                              load_retry_interval_seconds=0.0, max_num_load_retries=1)
     registry.start()
+    loads = count_loads(monkeypatch)
     (base / "pets" / "2").mkdir()
     (base / "pets" / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
     registry.poll_once()
+    assert loads == [2, 2], "the first attempt and max_num_load_retries (1) more"
     assert registry.resolve(spec()).version == 1
     failed = dict(registry.statuses(spec()))[2]
     assert failed.state == State.END and failed.error_code != 0 and "failed to load pets version 2" in failed.error_message
-    registry.poll_once()  # the one retry
-    registry.poll_once()  # no more
+    registry.poll_once()
+    registry.poll_once()
+    assert loads == [2, 2], "a version that failed for good is not tried again while it is aspired"
     assert registry.resolve(spec()).version == 1
 
 
@@ -151,3 +175,37 @@ def test_a_new_version_is_served_within_the_poll_interval_while_requests_keep_su
     assert failures == []
     assert answered[0] == 1 and answered[-1] == 2 and answered.count(2) > 0
     assert dict(registry.statuses(spec()))[1].state == State.END, "the old version is unloaded"
+
+
+def test_a_failed_load_reports_its_errors_code_by_number():
+    from model_api.session_bundle import BundleError
+    from serving.errors import not_found
+    from serving.registry import _code_number
+
+    assert _code_number(BundleError("Can't parse saved_model.pb", "DATA_LOSS")) == (15, "Can't parse saved_model.pb")
+    assert _code_number(not_found("no such file")) == (5, "no such file")
+    assert _code_number(RuntimeError("boom\nmore")) == (2, "RuntimeError: boom")
+
+
+def test_stop_waiting_makes_a_start_still_waiting_for_versions_give_up(tmp_path):
+    from serving.registry import StartupError
+
+    (tmp_path / "pets").mkdir()
+    registry = ModelRegistry([config(f'name: "pets" base_path: "{tmp_path}/pets"')], poll_seconds=30)
+    failures = []
+
+    def start():
+        try:
+            registry.start()
+        except StartupError as err:
+            failures.append(err)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    time.sleep(0.5)
+    stopped = time.monotonic()
+    registry.stop_waiting()  # what the SIGTERM handler calls: it only sets a flag
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - stopped < 2, "the 30 s poll wait was cut short"
+    assert "stopped while waiting" in str(failures[0])
+    registry.stop()

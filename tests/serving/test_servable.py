@@ -138,3 +138,63 @@ def test_warmup_replays_predict_logs_and_refuses_more_than_tf_servings_maximum(m
     write_warmup(copy, [prediction_log_pb2.PredictionLog(classify_log={})])
     with pytest.raises(ServingError, match="Unsupported log_type for warmup: classify_log"):
         warmup.replay_warmup(servable)
+
+
+def test_an_output_filter_is_batched_in_its_own_queue_and_refused_over_max_batch_size(model_base):
+    # batching_session.cc InternalRun: a Run() whose feeds and fetches match no SignatureDef gets its own
+    # queue from the default scheduler creator (bundle_factory_util.cc WrapSessionForBatching).
+    from serving.errors import ServingError
+
+    rng = random.Random(3)
+    images = np.array([encode(synthetic_photo(i % 2, rng)) for i in range(3)], dtype=object)
+    path = str(model_base / "pets" / "1")
+    plain = Servable.load("pets", 1, path)
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=2, num_batch_threads=1))
+    batched = Servable.load("pets", 1, path, scheduler)
+    try:
+        with pytest.raises(ServingError) as info:
+            batched.run("serving_default", {"image_bytes": images}, output_filter=["classes"])
+        assert (info.value.code.name, info.value.message) == (
+            "INVALID_ARGUMENT", "Task size 3 is larger than maximum input batch size 2")
+        got = batched.run("serving_default", {"image_bytes": images[:2]}, output_filter=["classes", "labels"])
+        assert sorted(got) == ["classes", "labels"]
+        assert_same_outputs(got, plain.run("serving_default", {"image_bytes": images[:2]}, ["classes", "labels"]),
+                            atol=0)
+        batched.run("serving_default", {"image_bytes": images[:1]}, output_filter=["labels", "classes"])
+        batched.run("serving_default", {"image_bytes": images[:1]})
+        # {classes}, {classes, labels} in either order, and every output.
+        assert len(batched.queues) == 3, "one queue per set of fetched tensors, whatever their order"
+    finally:
+        batched.unload()
+        scheduler.stop()
+
+
+def test_an_unloaded_version_closes_its_session_when_its_last_request_lets_go(model_base, monkeypatch):
+    import gc
+    import weakref
+
+    from model_api.session_bundle import SessionBundle
+
+    closed = []
+    real_close = SessionBundle.close
+    monkeypatch.setattr(SessionBundle, "close", lambda bundle: closed.append(bundle) or real_close(bundle))
+    rng = random.Random(5)
+    feed = {"image_bytes": np.array([encode(synthetic_photo(0, rng))], dtype=object)}
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, num_batch_threads=1))
+    gc.disable()  # only reference counting: a cycle through the servable would keep it (and its Session)
+    try:
+        servable = Servable.load("pets", 1, str(model_base / "pets" / "1"), scheduler)
+        servable.run("serving_default", feed)  # batched: the servable now has a queue
+        servable.run("serving_default", feed, output_filter=["classes"])  # and a second one
+        in_flight = servable  # a request still holding the version
+        servable.unload()
+        gone = weakref.ref(servable)
+        del servable
+        assert closed == [], "a request still holds the version"
+        assert in_flight.run("serving_default", feed)["classes"].shape == (1,)
+        del in_flight
+        assert gone() is None, "nothing but requests kept the servable alive"
+        assert len(closed) == 1, "its Session was closed with the last reference"
+    finally:
+        gc.enable()
+        scheduler.stop()

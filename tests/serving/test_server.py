@@ -126,3 +126,23 @@ def test_garbage_never_takes_the_server_down(local_server, cat_jpeg):
         assert response.status_code == 400 and response.json()["error"], body
     good = requests.post(rest, json={"instances": [{"b64": base64.b64encode(cat_jpeg).decode()}]}, timeout=30)
     assert good.status_code == 200 and len(good.json()["predictions"]) == 1
+
+
+def test_a_url_model_base_path_is_kept_as_given_and_checked_through_gfile(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import tensorflow as tf
+
+    from serving.__main__ import absolute_base_path, warn_about_missing_base_paths
+    from serving.registry import single_model_config
+
+    assert absolute_base_path("gs://bucket/models/pets") == "gs://bucket/models/pets"
+    assert absolute_base_path("s3://bucket/pets") == "s3://bucket/pets"
+    monkeypatch.chdir(tmp_path)
+    assert absolute_base_path("models/pets") == str(tmp_path / "models" / "pets")
+    tf.io.gfile.makedirs("ram://served/pets")
+    with caplog.at_level(logging.WARNING):
+        warn_about_missing_base_paths([single_model_config("pets", "ram://served/pets"),
+                                       single_model_config("cats", "ram://served/cats")])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["model cats: base path ram://served/cats does not exist yet; waiting for versions"]
