@@ -186,16 +186,22 @@ def wait_until_queued(scheduler, queue, recorder, count):
     raise AssertionError("the tasks were never queued")
 
 
-def test_stop_runs_what_is_queued_then_refuses_new_tasks_with_unavailable(scheduler_for):
+def stop_with_three_queued(scheduler_for, delay, **stop_args):
+    """Three one-row tasks queued on a one-thread scheduler, then stop(); every task's outcome."""
     scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
-    recorder = Recorder(delay=0.2)
+    recorder = Recorder(delay=delay)
     queue = scheduler.add_queue(recorder)
     outcomes, threads = submit_in_background(queue, 3)
     wait_until_queued(scheduler, queue, recorder, 3)
-    scheduler.stop()
+    scheduler.stop(**stop_args)
     for t in threads:
         t.join(10)
         assert not t.is_alive(), "a queued task was abandoned"
+    return queue, recorder, outcomes
+
+
+def test_stop_runs_what_is_queued_then_refuses_new_tasks_with_unavailable(scheduler_for):
+    queue, recorder, outcomes = stop_with_three_queued(scheduler_for, delay=0.2)
     assert [sorted(o) for o in outcomes] == [["result"]] * 3 and recorder.sizes == [1, 1, 1]
     with pytest.raises(ServingError) as info:
         queue.submit({"x": np.ones(1)})
@@ -203,15 +209,7 @@ def test_stop_runs_what_is_queued_then_refuses_new_tasks_with_unavailable(schedu
 
 
 def test_stop_fails_what_it_could_not_run_in_time_with_unavailable(scheduler_for):
-    scheduler = scheduler_for(max_batch_size=1, num_batch_threads=1)
-    recorder = Recorder(delay=1.0)
-    queue = scheduler.add_queue(recorder)
-    outcomes, threads = submit_in_background(queue, 3)
-    wait_until_queued(scheduler, queue, recorder, 3)
-    scheduler.stop(timeout=0.1)
-    for t in threads:
-        t.join(10)
-        assert not t.is_alive(), "a queued task was abandoned"
+    _, _, outcomes = stop_with_three_queued(scheduler_for, delay=1.0, timeout=0.1)
     answered = [o for o in outcomes if "result" in o]
     refused = [o["error"] for o in outcomes if "error" in o]
     assert len(answered) == 1, "the batch running when stop() gave up still finishes"
