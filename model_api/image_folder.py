@@ -10,19 +10,12 @@ tf.io.gfile, imported only then, so the client can use this module without Tenso
 from __future__ import annotations
 
 import os
-import posixpath
+
+from model_api.versions import is_url, join
 
 
 class FolderError(ValueError):
     """The folder is not in the layout; the message says what is wrong, in one line."""
-
-
-def is_url(path: str) -> bool:
-    return "://" in os.fspath(path)
-
-
-def join(*parts: str) -> str:
-    return posixpath.join(*parts) if is_url(parts[0]) else os.path.join(*parts)
 
 
 def _filesystem(root: str):

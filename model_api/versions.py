@@ -10,6 +10,7 @@ all work; on object stores a "directory" is a name prefix, as TF Serving's GetCh
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 
 _VERSION_NAME = re.compile(r"^[0-9]{1,18}$")
@@ -20,11 +21,16 @@ def is_version_name(name: str) -> bool:
     return bool(_VERSION_NAME.match(name))
 
 
-def join(*parts: str | os.PathLike) -> str:
-    """Path join that keeps URL schemes (gs://, ram://) intact; pathlib would collapse '//'."""
-    import tensorflow as tf
+def is_url(path: str | os.PathLike) -> bool:
+    """gs://, s3://, ram://... rather than a path on a mounted filesystem."""
+    return "://" in os.fspath(path)
 
-    return tf.io.gfile.join(*(os.fspath(p) for p in parts))
+
+def join(*parts: str | os.PathLike) -> str:
+    """Path join that keeps URL schemes (gs://, ram://) intact, as tf.io.gfile.join does; pathlib
+    would collapse '//'. Without TensorFlow, so the client can use it."""
+    parts = [os.fspath(p) for p in parts]
+    return posixpath.join(*parts) if is_url(parts[0]) else os.path.join(*parts)
 
 
 def list_versions(model_dir: str | os.PathLike) -> list[int]:

@@ -18,6 +18,8 @@ import signal
 import sys
 import time
 
+from model_api.versions import is_url
+
 
 def tf_bool(text: str) -> bool:
     """A boolean flag's value as tensorflow_model_server reads it (tensorflow/core/util/command_line_flags.h,
@@ -87,7 +89,7 @@ def _batching_options(args):
 
 def absolute_base_path(path: str) -> str:
     """A local --model_base_path made absolute; a URL (gs://, s3://, ram://) as given."""
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 def warn_about_missing_base_paths(configs) -> None:

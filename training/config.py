@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from model_api.image_folder import is_url
+from model_api.versions import is_url
 
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")

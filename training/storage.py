@@ -14,13 +14,15 @@ import os
 
 import tensorflow as tf
 
+from model_api.versions import is_url
+
 gfile = tf.io.gfile
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def is_local(path: str) -> bool:
     """A plain path on a mounted filesystem (no URL scheme)."""
-    return "://" not in os.fspath(path)
+    return not is_url(path)
 
 
 def write_text(path: str, text: str) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_api.image_folder import FolderError, is_url, read_image_folder
+from model_api.image_folder import FolderError, read_image_folder
+from model_api.versions import is_url
 
 
 class EvaluationError(RuntimeError):
