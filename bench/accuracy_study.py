@@ -39,6 +39,8 @@ RECIPES: dict[str, list[str]] = {
     "flip-zoom-es": ["--views", "identity,flip,zoom,zoom-flip", "--early-stopping-patience", "3"],
     "flip-es-smooth-dropout": ["--views", "identity,flip", "--early-stopping-patience", "3",
                                "--label-smoothing", "0.1", "--dropout", "0.2"],
+    # MobileNetV2's ImageNet resolution (the shared weights come from a 224-px model; the photos are 200 px).
+    "flip-es-224": ["--views", "identity,flip", "--early-stopping-patience", "3", "--img-size", "224"],
 }
 BASELINE = "tutorial"
 # The winner of the study in the README (3 seeds, 2026-11-29): training/config.py's `--recipe tuned`
