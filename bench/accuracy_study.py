@@ -11,8 +11,10 @@ own checkpoints. Writes `<out>/study.md` and `<out>/study.json`: per recipe the 
 test accuracy after the last phase (mean +- sd over seeds), the phase times and the wall time
 per run. The winner is the recipe with the highest mean validation accuracy among those whose
 wall time stays within --max-time-ratio of the tutorial recipe's; test accuracy is reported
-and never used to choose. (A seed also draws the 80/10/10 split, so the spread includes the
-split's; every recipe sees the same seeds, so their differences are paired.)
+and never used to choose. Each recipe also gives a "<recipe>+tta" row: the same models scored
+as served with `--tta flip` (metrics.json's accuracy_by_tta), chosen or not on validation like
+the others. (A seed also draws the 80/10/10 split, so the spread includes the split's; every
+recipe sees the same seeds, so their differences are paired.)
 """
 from __future__ import annotations
 
@@ -43,9 +45,19 @@ RECIPES: dict[str, list[str]] = {
     "flip-es-224": ["--views", "identity,flip", "--early-stopping-patience", "3", "--img-size", "224"],
 }
 BASELINE = "tutorial"
+# Training does not depend on --tta, so every recipe's runs also give the row "<recipe>+tta": the same
+# models served with `--tta flip`, scored from metrics.json's accuracy_by_tta (no second training).
+TTA_SUFFIX = "+tta"
 # The winner of the study in the README (3 seeds, 2026-11-29): training/config.py's `--recipe tuned`
 # holds these flags, and tests/training/test_config.py keeps the two equal.
 CHOSEN = "flip-es"
+
+
+def flags_of(name: str) -> list[str]:
+    """The train-job flags of a row: a recipe's, plus `--tta flip` for its "+tta" row."""
+    if name.endswith(TTA_SUFFIX):
+        return [*RECIPES[name.removesuffix(TTA_SUFFIX)], "--tta", "flip"]
+    return RECIPES[name]
 
 
 def run_dir(out: str, recipe: str, seed: int) -> str:
@@ -101,14 +113,25 @@ def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def recipe_row(recipe: str, runs: list[dict]) -> dict:
+def recipe_rows(recipe: str, runs: list[dict]) -> list[dict]:
+    """The recipe's row and, when every run reported accuracy_by_tta, its "+tta" row."""
+    rows = [recipe_row(recipe, runs, [validation_accuracy(last_phase(r["metrics"])) for r in runs],
+                       [last_phase(r["metrics"])["test_accuracy"] for r in runs])]
+    if all("accuracy_by_tta" in r["metrics"] for r in runs):
+        by_tta = [r["metrics"]["accuracy_by_tta"] for r in runs]
+        rows.append(recipe_row(recipe + TTA_SUFFIX, runs, [a["validation"]["flip"] for a in by_tta],
+                               [a["test"]["flip"] for a in by_tta]))
+    return rows
+
+
+def recipe_row(name: str, runs: list[dict], validation: list[float], test: list[float]) -> dict:
     phases = [r["metrics"]["phases"] for r in runs]
     return {
-        "recipe": recipe,
-        "flags": " ".join(RECIPES[recipe]) or "(defaults)",
+        "recipe": name,
+        "flags": " ".join(flags_of(name)) or "(defaults)",
         "seeds": len(runs),
-        "validation_accuracy": summarize([validation_accuracy(last_phase(r["metrics"])) for r in runs]),
-        "test_accuracy": summarize([last_phase(r["metrics"])["test_accuracy"] for r in runs]),
+        "validation_accuracy": summarize(validation),
+        "test_accuracy": summarize(test),
         "phase1_seconds": statistics.fmean(p["feature_extraction"]["seconds"] for p in phases),
         "phase2_seconds": statistics.fmean(p["fine_tuning"]["seconds"] if "fine_tuning" in p else 0.0
                                            for p in phases),
@@ -150,7 +173,8 @@ def table(rows: list[dict], winner: dict | None, args) -> str:
                      f"| {row['epochs_trained']:.1f} | {row['wall_seconds']:.0f}{'*' if row['any_resumed'] else ''} |")
     lines += ["", "Chosen on mean validation accuracy among recipes within "
               f"{args.max_time_ratio}x the tutorial's wall time: {winner['recipe'] if winner else 'none'}.",
-              "Validation and test accuracy: after the last phase (early stopping: of the restored best weights).",
+              "Validation and test accuracy: after the last phase (early stopping: of the restored best weights);",
+              f"a {TTA_SUFFIX} row is the same runs' models scored as served with --tta flip (no extra training).",
               "Wall s: the whole `train-job` process per run, cache building included"
               " (* a run was resumed: its wall time covers only the last part, so the recipe is not chosen)."]
     return "\n".join(lines) + "\n"
@@ -179,7 +203,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows = [recipe_row(recipe, [train(args, recipe, seed) for seed in args.seeds]) for recipe in args.recipes]
+    rows = [row for recipe in args.recipes for row in recipe_rows(recipe, [train(args, recipe, seed)
+                                                                            for seed in args.seeds])]
     winner = choose(rows, args.max_time_ratio)
     text = table(rows, winner, args)
     with open(os.path.join(args.out, "study.md"), "w") as f:

@@ -88,8 +88,12 @@ def run(config: TrainConfig) -> dict:
     classifier.model.save(model_path)
     report.plot_test_samples(classifier.model, data, config, posixpath.join(work_dir, "samples.png"))
     report.plot_learning_curves(results, posixpath.join(work_dir, "curves.png"))
-    metrics = report.build_metrics(config, data, results, {"model_path": model_path})
+    by_tta = report.accuracy_by_tta(classifier.model, data, config.img_size, config.batch_size)
+    metrics = report.build_metrics(config, data, results, {"model_path": model_path, "accuracy_by_tta": by_tta})
     report.write_metrics(work_dir, metrics)
+    for split_name, accuracies in by_tta.items():
+        say(f"[report] {split_name} accuracy as served: "
+            + ", ".join(f"--tta {tta} {accuracy:.4f}" for tta, accuracy in accuracies.items()))
     say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f} in {r.seconds:.1f}s" for r in results))
     say(f"[report] wrote {work_dir}/metrics.json, curves.png, samples.png, model.keras; TensorBoard logs in {work_dir}/logs")
 

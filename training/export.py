@@ -32,14 +32,24 @@ from training.preprocess import bytes_to_input, decode_rgb, format_example
 WARMUP_IMAGES = 8
 
 
+def mirror(images: tf.Tensor) -> tf.Tensor:
+    """The horizontal mirror of a batch [N, H, W, 3] (width is axis 2)."""
+    return tf.reverse(images, axis=[2])
+
+
+def combine_tta(logits: tf.Tensor, mirrored_logits: tf.Tensor | None, tta: str) -> tf.Tensor:
+    """The served logits from those of the images and (for tta="flip") of their mirrors."""
+    if tta == "flip":
+        return (logits + mirrored_logits) / 2.0
+    return logits
+
+
 def logits_with_tta(model: keras.Model, images: tf.Tensor, tta: str = "none") -> tf.Tensor:
     """float32 logits of preprocessed images; with tta="flip" the mean of the logits of each
-    image and of its horizontal mirror (images are [N, H, W, 3], so width is axis 2)."""
+    image and of its horizontal mirror."""
     logits = tf.cast(model(images, training=False), tf.float32)
-    if tta == "flip":
-        mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
-        logits = (logits + mirrored) / 2.0
-    return logits
+    mirrored = tf.cast(model(mirror(images), training=False), tf.float32) if tta == "flip" else None
+    return combine_tta(logits, mirrored, tta)
 
 
 def build_archive(model: keras.Model, class_names: list[str], img_size: int,

@@ -51,6 +51,32 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
     }
 
 
+def accuracy_by_tta(model, data: Datasets, img_size: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """{"validation"|"test": {tta: accuracy}}: what the exported signature would score on each
+    split with each `--tta` choice (export.combine_tta, decision.classes_from_logits). Training
+    does not depend on --tta, so this lets a study choose it on validation without retraining."""
+    import tensorflow as tf
+
+    from training.config import TTA_CHOICES
+    from training.export import combine_tta, mirror
+    from training.preprocess import format_example
+
+    accuracies = {}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        if not split.count:
+            continue
+        correct = dict.fromkeys(TTA_CHOICES, 0)
+        for images, labels in split.images.map(lambda image, label: (format_example(image, img_size), label)) \
+                                          .batch(batch_size):
+            logits = tf.cast(model(images, training=False), tf.float32)  # predict() breaks under multi-worker
+            mirrored = tf.cast(model(mirror(images), training=False), tf.float32)
+            for tta in TTA_CHOICES:
+                classes = decision.classes_from_logits(combine_tta(logits, mirrored, tta))
+                correct[tta] += int(np.sum(classes.numpy() == labels.numpy()))
+        accuracies[name] = {tta: correct[tta] / split.count for tta in TTA_CHOICES}
+    return accuracies
+
+
 def write_metrics(work_dir: str, metrics: dict) -> str:
     path = posixpath.join(work_dir, "metrics.json")
     storage.replace_json(path, metrics, default=float)

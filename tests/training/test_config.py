@@ -54,9 +54,9 @@ def test_the_tuned_recipe_is_the_accuracy_studys_chosen_flags():
     spec = importlib.util.spec_from_file_location("accuracy_study", path)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    chosen = from_env_and_args(["--recipe", "tuned", *study.RECIPES[study.CHOSEN]], environ={})
+    chosen = from_env_and_args(["--recipe", "tuned", *study.flags_of(study.CHOSEN)], environ={})
     assert from_env_and_args(["--recipe", "tuned"], environ={}) == chosen  # the study's flags add nothing
-    tutorial = from_env_and_args(study.RECIPES[study.CHOSEN], environ={})
+    tutorial = from_env_and_args(study.flags_of(study.CHOSEN), environ={})
     assert dataclasses.replace(tutorial, recipe="tuned") == chosen  # nor does the recipe add anything else
 
 

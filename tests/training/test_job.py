@@ -95,6 +95,10 @@ def test_export_runs_alone_on_a_trained_work_dir(tmp_path):
     trained = run_job(*common, "--no-export")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert not (tmp_path / "models").exists()
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    # The report's accuracy as served without TTA is the phase's own test accuracy.
+    assert metrics["accuracy_by_tta"]["test"]["none"] == metrics["test_accuracy"]["feature_extraction"]
+    assert set(metrics["accuracy_by_tta"]["validation"]) == {"none", "flip"}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     exported = subprocess.run([sys.executable, "-m", "training.export", *common], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)

@@ -52,3 +52,33 @@ def test_figures_and_metrics_replace_what_a_rerun_wrote_on_ram():
         report.write_metrics(work, {"test_accuracy": value})
     with tf.io.gfile.GFile(f"{work}/metrics.json") as f:
         assert f.read() == '{\n  "test_accuracy": 2.5\n}'
+
+
+def _left_minus_right_model(size):
+    """One logit: the mean of the left half minus that of the right (class 1 iff the left is brighter)."""
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    outputs = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, : size // 2], axis=(1, 2, 3))[:, None]
+                                  - keras.ops.mean(x[:, :, size // 2:], axis=(1, 2, 3))[:, None])(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_accuracy_by_tta_scores_the_served_decision_with_and_without_the_mirror():
+    import numpy as np
+    import tensorflow as tf
+
+    from training.data import Datasets, Split
+
+    size = 8
+    left_bright = np.zeros((size, size, 3), np.uint8)
+    left_bright[:, : size // 2] = 255
+    images = np.stack([left_bright, left_bright[:, ::-1]])  # class 1, then its mirror: class 0
+    split = Split(tf.data.Dataset.from_tensor_slices((images, np.array([1, 0], np.int64))), count=2)
+    empty = Split(tf.data.Dataset.from_tensor_slices((images[:0], np.zeros([0], np.int64))), count=0)
+    data = Datasets(train=empty, validation=split, test=split, class_names=["right", "left"], source="test")
+
+    accuracies = report.accuracy_by_tta(_left_minus_right_model(size), data, size, batch_size=1)
+
+    # Without TTA both are right; with the flip each image's logit cancels its mirror's: 0, so class 0 for both.
+    assert accuracies == {"validation": {"none": 1.0, "flip": 0.5}, "test": {"none": 1.0, "flip": 0.5}}
