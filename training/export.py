@@ -193,6 +193,25 @@ def check_serving_config(config: TrainConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
+# The settings model.keras and its split were trained with: the signature's input size and the
+# images the gate and warmup read. export-model must be given the training job's values.
+TRAINED_SETTINGS = ("img_size", "data_dir", "dataset", "seed", "max_images")
+
+
+def check_matches_training(config: TrainConfig, metrics: dict, metrics_path: str) -> None:
+    """One line naming each setting that differs from the trained run's (a model trained at
+    224 px exported with a 160-px signature would pass the gate, whose reference uses 160 too)."""
+    trained = metrics.get("config", {})
+    names = [name for name in TRAINED_SETTINGS if name in trained
+             and not (name == "dataset" and config.data_dir)  # --dataset is ignored with --data-dir
+             and getattr(config, name) != trained[name]]
+    if names:
+        differences = ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)} (trained: {trained[name]})"
+                                for name in names)
+        raise ConfigError(f"{differences} differ from the trained run's {metrics_path}: "
+                          "give export-model the training job's flags")
+
+
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
@@ -231,8 +250,13 @@ def main(argv=None) -> int:
             return 2
     import training.model  # noqa: F401  registers InferenceModeModel for loading
 
-    model = keras.models.load_model(model_path)
     metrics = storage.read_json(metrics_path)
+    try:
+        check_matches_training(config, metrics, metrics_path)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    model = keras.models.load_model(model_path)
     try:
         data = data_lib.load(config)
         result = export_from_training(config, model, data, metrics)

@@ -100,6 +100,11 @@ def test_export_runs_alone_on_a_trained_work_dir(tmp_path):
     assert metrics["accuracy_by_tta"]["test"]["none"] == metrics["test_accuracy"]["feature_extraction"]
     assert set(metrics["accuracy_by_tta"]["validation"]) == {"none", "flip"}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    resized = subprocess.run([sys.executable, "-m", "training.export", *common, "--img-size", str(TINY_IMG + 8)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resized.returncode == 2, resized.stderr[-2000:]
+    assert error_line(resized).startswith(f"error: --img-size {TINY_IMG + 8} (trained: {TINY_IMG}) differ from")
+    assert not (tmp_path / "models").exists()
     exported = subprocess.run([sys.executable, "-m", "training.export", *common], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr[-2000:]
