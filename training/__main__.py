@@ -88,7 +88,7 @@ def run(config: TrainConfig) -> dict:
     classifier.model.save(model_path)
     report.plot_test_samples(classifier.model, data, config, posixpath.join(work_dir, "samples.png"))
     report.plot_learning_curves(results, posixpath.join(work_dir, "curves.png"))
-    by_tta = report.accuracy_by_tta(classifier.model, data, config.img_size, config.batch_size)
+    by_tta = report.accuracy_by_tta(classifier.model, data, config)
     metrics = report.build_metrics(config, data, results, {"model_path": model_path, "accuracy_by_tta": by_tta})
     report.write_metrics(work_dir, metrics)
     for split_name, accuracies in by_tta.items():

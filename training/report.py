@@ -51,7 +51,7 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
     }
 
 
-def accuracy_by_tta(model, data: Datasets, img_size: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
+def accuracy_by_tta(model, data: Datasets, config: TrainConfig) -> dict[str, dict[str, float]]:
     """{"validation"|"test": {tta: accuracy}}: what the exported signature would score on each
     split with each `--tta` choice (export.combine_tta, decision.classes_from_logits). Training
     does not depend on --tta, so this lets a study choose it on validation without retraining."""
@@ -59,15 +59,14 @@ def accuracy_by_tta(model, data: Datasets, img_size: int, batch_size: int = 32) 
 
     from training.config import TTA_CHOICES
     from training.export import combine_tta, mirror
-    from training.preprocess import format_example
+    from training.inputs import image_batches
 
     accuracies = {}
     for name, split in (("validation", data.validation), ("test", data.test)):
         if not split.count:
             continue
         correct = dict.fromkeys(TTA_CHOICES, 0)
-        for images, labels in split.images.map(lambda image, label: (format_example(image, img_size), label)) \
-                                          .batch(batch_size):
+        for images, labels in image_batches(split.images, config):  # the tutorial's pipeline, in order
             logits = tf.cast(model(images, training=False), tf.float32)  # predict() breaks under multi-worker
             mirrored = tf.cast(model(mirror(images), training=False), tf.float32)
             for tta in TTA_CHOICES:

@@ -68,6 +68,7 @@ def test_accuracy_by_tta_scores_the_served_decision_with_and_without_the_mirror(
     import numpy as np
     import tensorflow as tf
 
+    from training.config import TrainConfig
     from training.data import Datasets, Split
 
     size = 8
@@ -78,7 +79,8 @@ def test_accuracy_by_tta_scores_the_served_decision_with_and_without_the_mirror(
     empty = Split(tf.data.Dataset.from_tensor_slices((images[:0], np.zeros([0], np.int64))), count=0)
     data = Datasets(train=empty, validation=split, test=split, class_names=["right", "left"], source="test")
 
-    accuracies = report.accuracy_by_tta(_left_minus_right_model(size), data, size, batch_size=1)
+    config = TrainConfig(img_size=size, batch_size=1)
+    accuracies = report.accuracy_by_tta(_left_minus_right_model(size), data, config)
 
     # Without TTA both are right; with the flip each image's logit cancels its mirror's: 0, so class 0 for both.
     assert accuracies == {"validation": {"none": 1.0, "flip": 0.5}, "test": {"none": 1.0, "flip": 0.5}}
