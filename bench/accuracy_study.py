@@ -51,6 +51,7 @@ BASELINE = "tutorial"
 # Training does not depend on --tta, so every recipe's runs also give the row "<recipe>+tta": the same
 # models served with `--tta flip`, scored from metrics.json's accuracy_by_tta (no second training).
 TTA_SUFFIX = "+tta"
+TTA_OF_ROW = "flip"  # the --tta a "+tta" row is served with
 # The winner of the study in the README (3 seeds, 2026-11-29): training/config.py's `--recipe tuned`
 # holds these flags, and tests/training/test_config.py keeps the two equal.
 CHOSEN = "flip-es-224-ft5"
@@ -59,7 +60,7 @@ CHOSEN = "flip-es-224-ft5"
 def flags_of(name: str) -> list[str]:
     """The train-job flags of a row: a recipe's, plus `--tta flip` for its "+tta" row."""
     if name.endswith(TTA_SUFFIX):
-        return [*RECIPES[name.removesuffix(TTA_SUFFIX)], "--tta", "flip"]
+        return [*RECIPES[name.removesuffix(TTA_SUFFIX)], "--tta", TTA_OF_ROW]
     return RECIPES[name]
 
 
@@ -122,8 +123,8 @@ def recipe_rows(recipe: str, runs: list[dict]) -> list[dict]:
                        [last_phase(r["metrics"])["test_accuracy"] for r in runs])]
     if all("accuracy_by_tta" in r["metrics"] for r in runs):
         by_tta = [r["metrics"]["accuracy_by_tta"] for r in runs]
-        rows.append(recipe_row(recipe + TTA_SUFFIX, runs, [a["validation"]["flip"] for a in by_tta],
-                               [a["test"]["flip"] for a in by_tta]))
+        rows.append(recipe_row(recipe + TTA_SUFFIX, runs, [a["validation"][TTA_OF_ROW] for a in by_tta],
+                               [a["test"][TTA_OF_ROW] for a in by_tta]))
     return rows
 
 
