@@ -24,7 +24,8 @@ import threading
 import time
 from collections import Counter
 
-from client.api import DEFAULT_BATCH_SIZE, ModelClient, expand_paths
+from client.api import ModelClient, expand_paths
+from client.batching import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REQUEST_BYTES
 from client.evaluation.compare import ALPHA
 from client.evaluation.folder import EvaluationError
 from client.results import Prediction, ServerError
@@ -32,7 +33,9 @@ from client.results import Prediction, ServerError
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--grpc", metavar="HOST:PORT", help="TF Serving gRPC address, e.g. localhost:8500")
+    where.add_argument("--grpc", metavar="HOST:PORT",
+                       help="TF Serving gRPC address, e.g. localhost:8500; dns:///NAME:PORT spreads requests "
+                            "round-robin over every address NAME resolves to (a headless Service's pods)")
     where.add_argument("--rest", metavar="URL", help="TF Serving REST base URL, e.g. http://localhost:8501")
     parser.add_argument("--model", required=True, help="model name")
     which = parser.add_mutually_exclusive_group()
@@ -53,10 +56,27 @@ def _batching_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"images per request (default {DEFAULT_BATCH_SIZE}, within the shipped TF Serving "
                              "batching config's max_batch_size)")
+    parser.add_argument("--max-request-bytes", type=_byte_count, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                        help=f"most bytes per request as sent (gRPC message, REST body with base64), e.g. 32M "
+                             f"(default {DEFAULT_MAX_REQUEST_BYTES >> 20}M, under the server's 64 MiB "
+                             "--max_request_bytes); a bigger image fails alone, unsent")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+
+
+def _byte_count(text: str) -> int:
+    """N, NK, NM or NG (powers of 1024) -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
+    try:
+        value = int(float(number) * unit)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (e.g. 50000000, 512K, 32M)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte: {text!r}")
+    return value
 
 
 def _evaluation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,9 +144,10 @@ def _client(args, batch_size=DEFAULT_BATCH_SIZE, concurrency=1) -> ModelClient:
                    wait_for_ready=args.wait_for_ready, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                    tls_key=args.tls_key, tls_server_name=args.tls_server_name, compression=args.compression,
                    signature=getattr(args, "signature", None))
+    budget = getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)  # status/metadata send no images
     if args.grpc:
-        return ModelClient.grpc(args.grpc, args.model, batch_size, concurrency, **options)
-    return ModelClient.rest(args.rest, args.model, batch_size, concurrency, **options)
+        return ModelClient.grpc(args.grpc, args.model, batch_size, concurrency, budget, **options)
+    return ModelClient.rest(args.rest, args.model, batch_size, concurrency, budget, **options)
 
 
 def _print_table(results: list[Prediction], out) -> None:

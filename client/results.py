@@ -25,6 +25,17 @@ class ServerError(Exception):
         TF Serving's REST errors carry no code and share HTTP 400 across several."""
         return self.code == "INVALID_ARGUMENT" and is_image_error(self.message)
 
+    @property
+    def is_too_large(self) -> bool:
+        """The request weighed more than something on the way accepts, so halves may pass:
+        gRPC's RESOURCE_EXHAUSTED (a message over a max message length; also an out-of-memory
+        run, which halves help too) or HTTP 413 (a body limit: the local server's
+        --max_request_bytes, a proxy's). Not REST's 429, which TF Serving and proxies use for
+        load: halves would only double the requests."""
+        if self.http_status is not None:
+            return self.http_status == 413
+        return self.code == "RESOURCE_EXHAUSTED"
+
 
 @dataclass
 class Prediction:

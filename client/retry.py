@@ -1,7 +1,8 @@
 """The one retry policy both transports use: `options.retries` more attempts after a
-retryable failure, waiting `backoff_seconds`, doubling up to `max_backoff_seconds`."""
+retryable failure, each after a fully jittered exponential backoff."""
 from __future__ import annotations
 
+import random
 import time
 from typing import Callable, TypeVar
 
@@ -10,18 +11,28 @@ from client.results import ServerError
 
 T = TypeVar("T")
 RETRYABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_MAX_DOUBLINGS = 62  # base * 2**n stays a float long after any cap is reached
+
+
+def backoff_seconds(retry: int, base: float, cap: float, uniform: Callable[[float, float], float] = random.uniform
+                    ) -> float:
+    """"Full jitter" (AWS Architecture Blog, Exponential Backoff And Jitter): a uniform draw in
+    [0, min(cap, base * 2**retry)], so clients refused together (a rollout, a restart) do not
+    come back together."""
+    return uniform(0.0, min(cap, base * 2 ** min(retry, _MAX_DOUBLINGS)))
 
 
 def with_retries(attempt: Callable[[], T], options: CallOptions,
-                 retryable: Callable[[ServerError], bool] = lambda err: err.code in RETRYABLE_CODES) -> T:
+                 retryable: Callable[[ServerError], bool] = lambda err: err.code in RETRYABLE_CODES,
+                 sleep: Callable[[float], None] = time.sleep,
+                 uniform: Callable[[float, float], float] = random.uniform) -> T:
     """Run `attempt` (one call, raising ServerError on failure) under the retry policy."""
-    delay = options.backoff_seconds
-    for remaining in range(options.retries, -1, -1):
+    retries = max(0, options.retries)
+    for retry in range(retries + 1):
         try:
             return attempt()
         except ServerError as err:
-            if remaining == 0 or not retryable(err):
+            if retry == retries or not retryable(err):
                 raise
-        time.sleep(delay)
-        delay = min(delay * 2, options.max_backoff_seconds)
+        sleep(backoff_seconds(retry, options.backoff_seconds, options.max_backoff_seconds, uniform))
     raise AssertionError("unreachable")

@@ -19,6 +19,25 @@ def _read(path: str | None) -> bytes | None:
         return f.read()
 
 
+# What a PredictRequest adds to its images: the model spec and the input's TensorProto header,
+# and per image a string_val tag and length varint (at most 6 bytes), rounded up.
+_REQUEST_OVERHEAD = 1024
+_IMAGE_OVERHEAD = 16
+# Target schemes that name a resolver (gRPC's naming doc): dns:///svc:8500 resolves to every
+# address of the name (a headless Service: one per pod), ipv4:/ipv6: list addresses.
+_RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+
+
+def build_channel_options(target: str, options: CallOptions) -> list[tuple[str, object]]:
+    """The receive limit, and round_robin over every resolved address for a resolver target:
+    gRPC's default, pick_first, would send everything to the first address. The send side is
+    left unlimited (gRPC's default): the client's per-request byte budget decides what it sends."""
+    channel = [("grpc.max_receive_message_length", options.max_message_bytes)]
+    if target.startswith(_RESOLVER_SCHEMES):
+        channel.append(("grpc.lb_policy_name", "round_robin"))
+    return channel
+
+
 def _code_name(status) -> str:
     enum = status.DESCRIPTOR.fields_by_name["error_code"].enum_type
     value = enum.values_by_number.get(status.error_code)
@@ -26,7 +45,7 @@ def _code_name(status) -> str:
 
 
 class GrpcTransport:
-    """Retries UNAVAILABLE and DEADLINE_EXCEEDED with exponential backoff, each attempt with a
+    """Retries UNAVAILABLE and DEADLINE_EXCEEDED with jittered exponential backoff, each attempt with a
     fresh deadline (client/retry.py). gRPC's own retry policy cannot renew a deadline and caps
     attempts at 5, so the client does it."""
 
@@ -35,8 +54,7 @@ class GrpcTransport:
     def __init__(self, target: str, options: CallOptions):
         self.target = target
         self.options = options
-        channel_options = [("grpc.max_receive_message_length", options.max_message_bytes),
-                           ("grpc.max_send_message_length", options.max_message_bytes)]
+        channel_options = build_channel_options(target, options)
         compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(options.compression)
         if options.tls_ca or options.tls_cert:
             credentials = grpc.ssl_channel_credentials(
@@ -52,6 +70,10 @@ class GrpcTransport:
 
     def close(self) -> None:
         self.channel.close()
+
+    def request_bytes(self, sizes) -> int:
+        """The serialized PredictRequest's size, near enough (the images are most of it)."""
+        return _REQUEST_OVERHEAD + sum(size + _IMAGE_OVERHEAD for size in sizes)
 
     def _spec(self, signature: bool = True) -> model_pb2.ModelSpec:
         o = self.options

@@ -1,11 +1,11 @@
-"""REST transport: TF Serving's HTTP API, with {"b64": ...} JSON and a reused connection."""
+"""REST transport: TF Serving's HTTP API, with {"b64": ...} JSON over one pooled Session."""
 from __future__ import annotations
 
 import base64
-import threading
 
 import numpy as np
 import requests
+import requests.adapters
 
 from client.options import CallOptions
 from client.results import ServerError, VersionStatus
@@ -14,36 +14,42 @@ from model_api import signature as sig
 from model_api.status import code_for_http_status
 
 RETRYABLE_HTTP = (502, 503, 504)
+# JSON around the images: '{"signature_name": "...", "instances": [' and each
+# '{"image_bytes": {"b64": "..."}}, ' (31 bytes), rounded up.
+_BODY_OVERHEAD = 1024
+_INSTANCE_OVERHEAD = 64
 
 
 class RestTransport:
-    """TF Serving's REST predict answers without the version it used, so when no version is
-    pinned this transport asks the model's status for the newest AVAILABLE version and sends
-    to /versions/{v}: the version it reports is then the one that answered. If that version
-    is unloaded meanwhile (NOT_FOUND), it looks again once."""
+    """Predict posts to /v1/models/NAME:predict (or .../versions/N, .../labels/L when asked):
+    the server resolves the latest version in the same request. A separate status call to find
+    it first could reach another replica mid-rollout, and a version it names may be gone by
+    the predict. TF Serving's REST predict answers only {"predictions": ...}
+    (http_rest_api_handler.cc, ProcessPredictRequest), so the answering version is reported
+    only when one was asked for (None otherwise: "unreported").
+
+    One requests.Session per transport: one connection pool of `pool_size` kept-alive
+    connections shared by the client's threads, closed by close()."""
 
     name = "rest"
 
-    def __init__(self, base_url: str, options: CallOptions):
+    def __init__(self, base_url: str, options: CallOptions, pool_size: int = 1):
         self.base_url = base_url.rstrip("/")
         self.options = options
-        self._local = threading.local()  # one Session (one kept-alive connection pool) per thread
-        self._latest: int | None = None
-
-    @property
-    def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            if self.options.tls_cert:
-                session.cert = (self.options.tls_cert, self.options.tls_key) if self.options.tls_key \
-                    else self.options.tls_cert
-        return session
+        self.session = requests.Session()
+        size = max(1, pool_size)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=size)
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, adapter)
+        if options.tls_cert:
+            self.session.cert = (options.tls_cert, options.tls_key) if options.tls_key else options.tls_cert
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
+        self.session.close()
+
+    def request_bytes(self, sizes) -> int:
+        """The JSON body's size: base64 (4 bytes per 3) plus each instance's JSON around it."""
+        return _BODY_OVERHEAD + sum(4 * ((size + 2) // 3) + _INSTANCE_OVERHEAD for size in sizes)
 
     def _model_url(self, version: int | None = None) -> str:
         url = f"{self.base_url}/v1/models/{self.options.model}"
@@ -77,33 +83,16 @@ class RestTransport:
                             retryable=lambda err: err.http_status in RETRYABLE_HTTP if err.http_status
                             else err.code in RETRYABLE_CODES)
 
-    def _answering_version(self, refresh: bool = False) -> int | None:
-        if self.options.version is not None:
-            return self.options.version
-        if self.options.label:
-            return None  # the label's version is resolved by the server
-        if self._latest is None or refresh:
-            available = [s.version for s in self.status() if s.state == "AVAILABLE"]
-            self._latest = max(available) if available else None
-        return self._latest
-
     def predict(self, images: list[bytes]) -> tuple[int | None, dict]:
         body = {"signature_name": self.options.signature or sig.SERVING_DEFAULT,
                 "instances": [{sig.INPUT_IMAGE_BYTES: {"b64": base64.b64encode(i).decode("ascii")}} for i in images]}
-        version = self._answering_version()
-        try:
-            document = self._request("POST", self._model_url(version) + ":predict", json=body)
-        except ServerError as err:
-            if err.code != "NOT_FOUND" or self.options.version is not None or version is None:
-                raise
-            version = self._answering_version(refresh=True)  # a newer version replaced it
-            document = self._request("POST", self._model_url(version) + ":predict", json=body)
+        document = self._request("POST", self._model_url(self.options.version) + ":predict", json=body)
         rows = document.get("predictions", [])
         outputs = {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
         for key in (sig.OUTPUT_PROBABILITIES, sig.OUTPUT_LOGITS, sig.OUTPUT_CLASSES):
             if key in outputs:
                 outputs[key] = np.asarray(outputs[key])
-        return version, outputs
+        return self.options.version, outputs
 
     def status(self) -> list[VersionStatus]:
         document = self._request("GET", self._model_url(self.options.version))

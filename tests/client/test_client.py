@@ -47,11 +47,12 @@ def photos(tmp_path):
 
 
 def test_predict_files_returns_a_result_per_image_with_the_answering_version(client, photos):
+    # TF Serving's REST predict does not say which version answered: unreported unless one was asked.
     _, paths = photos
     results = client.predict_files(paths)
     assert [r.source for r in results] == paths
     for r in results:
-        assert r.ok and r.label in ("cat", "dog") and r.version == 1
+        assert r.ok and r.label in ("cat", "dog") and r.version == (1 if client.transport.name == "grpc" else None)
         assert r.label == ["cat", "dog"][r.class_index] and abs(sum(r.probabilities) - 1) < 1e-5
 
 
@@ -263,7 +264,7 @@ def test_rest_errors_are_read_from_the_message(status, message, code, image):
 
 
 def test_the_default_batch_size_fits_the_shipped_batching_parameters():
-    from client.api import DEFAULT_BATCH_SIZE
+    from client.batching import DEFAULT_BATCH_SIZE
     from serving.config_protos import BatchingParameters, parse_text_file
     from tests.conftest import REPO
 

@@ -58,6 +58,9 @@ class FakeTransport:
         return self.version, {"probabilities": np.array(rows), "classes": np.array(classes),
                               "labels": [self.labels[k] for k in classes]}
 
+    def request_bytes(self, sizes):
+        return sum(sizes)
+
     def metadata(self):
         self.metadata_calls += 1
         return self.meta
