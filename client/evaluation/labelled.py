@@ -62,7 +62,7 @@ class FolderAnswers:
         return [r for r in self.results if not r.ok]
 
     def versions_answered(self) -> dict[str, int]:
-        """How many answers each model version gave ("unreported": REST with a label)."""
+        """How many answers each model version gave ("unreported": REST without --version)."""
         counts = Counter(str(r.prediction.version) if r.prediction.version is not None else "unreported"
                          for r in self.answered)
         return dict(sorted(counts.items()))
