@@ -1,7 +1,8 @@
 """RunPredict on TF Serving's protos, over one Servable (tensorflow_serving/servables/tensorflow/predict_util.cc).
 
 Used by the Predict handler and by warmup, as in TF Serving, where both call RunPredict.
-Validation order and messages follow predict_util.cc PreProcessPrediction.
+Validation order and messages follow predict_util.cc PreProcessPrediction; each input's
+TensorProto is checked from its header before any value is built (Tensor::FromProto's rules).
 """
 from __future__ import annotations
 
@@ -12,6 +13,27 @@ from model_api import signature as sig
 from model_api.status import SIGNATURE_KEY_NOT_FOUND
 from serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
 from serving.servable import Servable
+
+# TensorShape::MaxDimensions() (tensorflow/core/framework/tensor_shape.h).
+MAX_DIMS = 254
+INT64_MAX = 2**63 - 1
+# The most an input may be grown to by values the request declares but does not send (TF fills a
+# shape past the last value sent with copies of it, and an empty list with zeros or ""): the default
+# --max_request_bytes, so filling in never builds more than an honest request of that size could.
+MAX_FILLED_INPUT_BYTES = 64 << 20
+# What one string element costs once built, besides its bytes: a pointer in the list and in the
+# numpy object array make_ndarray builds, and a 24-byte tstring in the Session's feed.
+STRING_ELEMENT_BYTES = 40
+# The TensorProto field each dtype's values travel in when not in tensor_content, and how many
+# numbers make one element (tensorflow/core/framework/tensor.proto).
+_VALUE_FIELDS = {
+    tf.float32: ("float_val", 1), tf.float64: ("double_val", 1), tf.int64: ("int64_val", 1),
+    tf.bool: ("bool_val", 1), tf.float16: ("half_val", 1), tf.bfloat16: ("half_val", 1),
+    tf.uint32: ("uint32_val", 1), tf.uint64: ("uint64_val", 1), tf.complex64: ("scomplex_val", 2),
+    tf.complex128: ("dcomplex_val", 2),
+    **{dtype: ("int_val", 1) for dtype in (tf.int32, tf.uint8, tf.int16, tf.int8, tf.uint16, tf.qint8,
+                                           tf.quint8, tf.qint16, tf.quint16, tf.qint32)},
+}
 
 
 def signature_name_or_default(name: str) -> str:
@@ -63,16 +85,18 @@ def _validated_inputs(request, signature_def, model_name: str) -> dict:
         raise invalid_argument(f"Request inputs do not match required inputs for model `{model_name}`. "
                                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
     inputs = {}
+    for alias in sorted(expected):  # saved_model::GetInputValues parses every input first
+        check_tensor_header(request.inputs[alias], alias)
     for position, alias in enumerate(sorted(expected)):
         proto = request.inputs[alias]
         wanted = tf.dtypes.as_dtype(signature_def.inputs[alias].dtype)
         if proto.dtype != wanted.as_datatype_enum:
-            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "an unset dtype"
+            got = tf.dtypes.as_dtype(proto.dtype).name
             raise invalid_argument(f"Expects arg[{position}] ({alias}) to be {wanted.name} but {got} is provided")
         try:
             value = tf.make_ndarray(proto)
         except Exception:  # noqa: BLE001 - malformed TensorProto
-            raise invalid_argument(f"tensor parsing error: {alias}") from None
+            raise _parsing_error(alias) from None
         shape = [d.size for d in signature_def.inputs[alias].tensor_shape.dim]
         if not signature_def.inputs[alias].tensor_shape.unknown_rank and (
                 len(shape) != value.ndim or any(s not in (-1, v) for s, v in zip(shape, value.shape))):
@@ -80,3 +104,64 @@ def _validated_inputs(request, signature_def, model_name: str) -> dict:
                                    f"{[s if s >= 0 else None for s in shape]}")
         inputs[alias] = value
     return inputs
+
+
+def _parsing_error(alias: str, why: str = "") -> ServingError:
+    # TF Serving's text (tensorflow/cc/saved_model/util.cc GetInputValues, on FromProto failing);
+    # `why` says which of its rules the proto broke.
+    return invalid_argument(f"tensor parsing error: {alias}" + (f": {why}" if why else ""))
+
+
+def _element_count(proto, alias: str) -> int:
+    """The elements the shape declares; TensorShape::IsValid's rules (no negative size, at most
+    MAX_DIMS dimensions, a product that fits in int64), refused as FromProto refuses them."""
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if len(dims) > MAX_DIMS:
+        raise _parsing_error(alias, f"{len(dims)} dimensions, more than {MAX_DIMS}")
+    if any(size < 0 for size in dims):
+        raise _parsing_error(alias, f"shape {dims} has a negative size")
+    count = 1
+    for size in dims:
+        count *= size
+    if count > INT64_MAX:
+        raise _parsing_error(alias, f"shape {dims} has more than 2**63 - 1 elements")
+    return count
+
+
+def _sizes(proto, dtype: tf.DType, count: int) -> tuple[int, int, int]:
+    """(values sent, their bytes once built, the whole tensor's bytes once built)."""
+    if dtype == tf.string:
+        values = proto.string_val
+        sent = sum(len(value) for value in values) + STRING_ELEMENT_BYTES * len(values)
+        fill_each = STRING_ELEMENT_BYTES + (len(values[-1]) if values else 0)
+        return len(values), sent, sent + max(count - len(values), 0) * fill_each
+    field, per_element = _VALUE_FIELDS.get(dtype, (None, 1))
+    sent_count = len(getattr(proto, field)) // per_element if field else 0
+    return sent_count, sent_count * dtype.size, count * dtype.size
+
+
+def check_tensor_header(proto, alias: str) -> None:
+    """Refuse, from the proto's header and value counts alone, a TensorProto that TF cannot parse or
+    whose values would be built mostly from filling in (a ~50-byte request declaring 10**8 strings).
+
+    Tensor::FromProto (tensorflow/core/framework/tensor.cc) refuses DT_INVALID, an invalid shape and a
+    tensor_content whose size is not elements x item size; it fills a shape past the values sent
+    with the last one. The fill is kept, up to MAX_FILLED_INPUT_BYTES."""
+    if proto.dtype == 0:
+        raise _parsing_error(alias, "its dtype is unset")
+    count = _element_count(proto, alias)
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:  # a number no DataType has
+        raise _parsing_error(alias, f"unknown dtype {proto.dtype}") from None
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_content and dtype != tf.string:
+        if len(proto.tensor_content) != count * dtype.size:
+            raise _parsing_error(alias, f"tensor_content has {len(proto.tensor_content)} bytes; shape {shape} "
+                                        f"of {dtype.name} needs {count * dtype.size}")
+        return
+    sent_count, sent, built = _sizes(proto, dtype, count)
+    if built > max(MAX_FILLED_INPUT_BYTES, sent):
+        raise _parsing_error(alias, f"shape {shape} declares {count} elements and the request sends {sent_count}; "
+                                    f"filling in the rest would build {built} bytes, over the limit of "
+                                    f"{MAX_FILLED_INPUT_BYTES} bytes for values a request does not send")
