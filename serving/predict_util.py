@@ -26,7 +26,7 @@ MAX_FILLED_INPUT_BYTES = 64 << 20
 STRING_ELEMENT_BYTES = 40
 # The TensorProto field each dtype's values travel in when not in tensor_content, and how many
 # numbers make one element (tensorflow/core/framework/tensor.proto).
-_VALUE_FIELDS = {
+VALUE_FIELDS = {
     tf.float32: ("float_val", 1), tf.float64: ("double_val", 1), tf.int64: ("int64_val", 1),
     tf.bool: ("bool_val", 1), tf.float16: ("half_val", 1), tf.bfloat16: ("half_val", 1),
     tf.uint32: ("uint32_val", 1), tf.uint64: ("uint64_val", 1), tf.complex64: ("scomplex_val", 2),
@@ -135,7 +135,7 @@ def _sizes(proto, dtype: tf.DType, count: int) -> tuple[int, int, int]:
         sent = sum(len(value) for value in values) + STRING_ELEMENT_BYTES * len(values)
         fill_each = STRING_ELEMENT_BYTES + (len(values[-1]) if values else 0)
         return len(values), sent, sent + max(count - len(values), 0) * fill_each
-    field, per_element = _VALUE_FIELDS.get(dtype, (None, 1))
+    field, per_element = VALUE_FIELDS.get(dtype, (None, 1))
     sent_count = len(getattr(proto, field)) // per_element if field else 0
     return sent_count, sent_count * dtype.size, count * dtype.size
 

@@ -1,8 +1,9 @@
-"""Malformed requests over gRPC against an in-process local server: a TensorProto whose header
-declares more than it carries, and a missing or nameless ModelSpec (TF Serving's codes and text)."""
+"""Malformed requests against an in-process local server: a TensorProto whose header declares more
+than it carries, JSON nested too deeply, a missing or nameless ModelSpec (TF Serving's codes and text)."""
 import grpc
 import numpy as np
 import pytest
+import requests
 import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
@@ -143,3 +144,14 @@ def test_model_status_without_a_model_spec_is_invalid_argument_and_an_empty_name
     nameless.model_spec.signature_name = "serving_default"
     error = _refusal(stub.GetModelStatus, nameless, timeout=30)
     assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "Could not find any versions of model ")
+
+
+@pytest.mark.parametrize("depth,message", [
+    (300, "tensor parsing error: image_bytes: 300 dimensions, more than 254"),
+    (100_000, "JSON Parse error: the document nests lists or objects too deeply"),
+])
+def test_deeply_nested_rest_json_is_a_400_with_tf_servings_text(server, depth, message):
+    body = b'{"instances": ' + b"[" * depth + b'"x"' + b"]" * depth + b"}"  # depth dimensions
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict", data=body, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(message)
