@@ -4,7 +4,9 @@ Behaves like TF Serving's ServerCore with a file-system source and the
 AvailabilityPreservingPolicy (tensorflow_serving/core/availability_preserving_policy.cc,
 aspired_versions_manager.cc, model_servers/server_core.cc):
 - a model is `name` + `base_path`; its versions are the integer-named children of base_path
-  (model_api/versions.py), polled every `--file_system_poll_wait_seconds`;
+  (model_api/versions.py), polled every `--file_system_poll_wait_seconds`, each loaded from its
+  child's own name ("00001/"); a base path that cannot be listed changes nothing (the poll for
+  it is skipped, as PollFileSystemForServable aborts), only a readable empty one unloads;
 - the *aspired* versions are what `model_version_policy` picks from the versions on disk
   (latest N, default 1; all; specific), whether or not they load;
 - a new aspired version is loaded (highest first), its warmup records replayed, then served;
@@ -15,26 +17,30 @@ aspired_versions_manager.cc, model_servers/server_core.cc):
   swap leaves the previous one serving, and at start (when no previous version was loaded)
   it makes start() fail, as tensorflow_model_server fails to start;
 - `version_labels` must name available versions at start unless
-  `allow_version_labels_for_unavailable_models`.
+  `allow_version_labels_for_unavailable_models`;
+- reload_config() is ServerCore::ReloadConfig (serving/config_reload.py checks the new list),
+  watch_config_file() is --model_config_file_poll_wait_seconds; on_event reports each load
+  attempt's outcome and each unload (for the Prometheus metrics).
 A request holds a reference to the servable it resolved, so an unload never fails a request
 in flight: the old version is freed when its last request finishes.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_api.session_bundle import BundleError
 from model_api.status import CODE_NAMES, code_number
-from model_api.versions import list_versions
+from model_api.versions import ListingError, VersionListing, join, scan_versions
 from serving.batching import BatchingOptions, BatchScheduler
+from serving.config_reload import ConfigFileWatcher, ConfigReloading, unavailable_message
+from serving.config_reload import parse_config_file  # noqa: F401 - where __main__ and tests import it from
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.servable import Servable
 from serving.warmup import replay_warmup
@@ -60,18 +66,8 @@ class ModelEntry:
     servables: dict = field(default_factory=dict)   # version -> Servable (AVAILABLE)
     statuses: dict = field(default_factory=dict)    # version -> VersionStatus (all ever seen)
     failed: set = field(default_factory=set)        # aspired versions whose load failed for good
-
-
-def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
-    """TF Serving's --model_config_file, parsed with TF Serving's own protos (text format)."""
-    with open(path) as f:
-        try:
-            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-        except text_format.ParseError as err:
-            raise ValueError(f"{path}: not a valid ModelServerConfig: {err}") from None
-    if not config.HasField("model_config_list"):
-        raise ValueError(f"{path}: only model_config_list is supported")
-    return list(config.model_config_list.config)
+    listing_problem: str | None = None              # why base_path cannot be listed (logged once)
+    ignored_children: dict = field(default_factory=dict)  # duplicate version names ignored (logged once)
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelConfig:
@@ -111,12 +107,17 @@ def _code_number(err: BaseException) -> tuple[int, str]:
     return code_number(name), message.splitlines()[0][:1000] if message else ""
 
 
-class ModelRegistry:
+class ModelRegistry(ConfigReloading):
     def __init__(self, configs: list, poll_seconds: float = 1.0, warmup: bool = True,
                  max_num_load_retries: int = 5, load_retry_interval_seconds: float = 60.0,
-                 batching: BatchingOptions | None = None, allow_version_labels_for_unavailable_models: bool = False):
-        self._lock = threading.RLock()
+                 batching: BatchingOptions | None = None, allow_version_labels_for_unavailable_models: bool = False,
+                 on_event: Callable[[str, int, str, str], None] | None = None):
+        self._lock = threading.RLock()       # guards the dicts requests read
+        self._sync_lock = threading.RLock()  # one change of the models at a time: poller, reload_config
         self._models = {c.name: ModelEntry(config=c) for c in configs}
+        self._retired: dict[str, ModelEntry] = {}  # removed models: GetModelStatus still reports END
+        self._on_event = on_event
+        self._watcher: ConfigFileWatcher | None = None
         self.poll_seconds = poll_seconds
         self.warmup = warmup
         self.max_num_load_retries = max_num_load_retries
@@ -156,8 +157,9 @@ class ModelRegistry:
 
     def stop(self) -> None:
         self._stopping = True
-        if self._thread:
-            self._thread.join(timeout=30)
+        for thread in (self._thread, self._watcher.thread if self._watcher else None):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=30)
         if self.scheduler is not None:
             self.scheduler.stop()
 
@@ -168,11 +170,7 @@ class ModelRegistry:
                 waiting = [e for e in self._models.values() if not e.servables and not e.failed]
                 failed = [e for e in self._models.values() if not e.servables and e.failed]
             if failed:
-                # ServerCore::WaitUntilModelsAvailable's message, braces and all.
-                details = "".join(f"{{{{name: {e.config.name} version: {v}}} due to error: "
-                                  f"{CODE_NAMES[e.statuses[v].error_code]}: {e.statuses[v].error_message}}}, "
-                                  for e in failed for v in sorted(e.failed))
-                raise StartupError(f"{len(failed)} model(s) did not become available: {{{details}}}")
+                raise StartupError(unavailable_message(failed))
             if not waiting:
                 return
             for entry in waiting:
@@ -203,18 +201,44 @@ class ModelRegistry:
                 log.exception("polling the model directories failed")
 
     def poll_once(self) -> None:
-        for name in list(self._models):
-            self._sync_model(self._models[name])
+        with self._sync_lock:
+            for entry in list(self._models.values()):
+                self._sync_model(entry)
 
     def _sync_model(self, entry: ModelEntry) -> None:
-        aspired = wanted_versions(entry.config, list_versions(entry.config.base_path))
+        listing = self._list(entry)
+        if listing is None:
+            return  # nothing can be concluded: keep serving what is loaded
+        aspired = wanted_versions(entry.config, listing.versions())
         with self._lock:
             entry.failed &= set(aspired)  # TF Serving stops managing a failed version once unaspired
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
         for version in sorted(aspired, reverse=True):  # the policy loads the highest new version first
             if version not in entry.servables and version not in entry.failed and not self._stopping:
-                self._load(entry, version)
+                self._load(entry, version, join(entry.config.base_path, listing.children[version]))
         self._unload(entry, versions_to_unload(set(entry.servables), set(aspired)))
+
+    def _list(self, entry: ModelEntry) -> VersionListing | None:
+        """The model's versions, or None when its base path cannot be listed. TF Serving logs that
+        at every poll (file_system_storage_path_source.cc); we log once per failure streak."""
+        name = entry.config.name
+        try:
+            listing = scan_versions(entry.config.base_path)
+        except ListingError as err:
+            if entry.listing_problem is None:
+                log.warning("model %s: %s; its %d loaded version(s) keep serving until it can be listed", name,
+                            err, len(entry.servables))
+            entry.listing_problem = str(err)
+            return None
+        if entry.listing_problem is not None:
+            log.info("model %s: %s can be listed again", name, entry.config.base_path)
+            entry.listing_problem = None
+        if listing.ignored != entry.ignored_children:
+            for ignored, used in sorted(listing.ignored.items()):  # IndexChildrenByVersion's warning
+                log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s will be "
+                            "ignored.", int(used), used, ignored)
+            entry.ignored_children = listing.ignored
+        return listing
 
     def _unload(self, entry: ModelEntry, versions: list[int]) -> None:
         for version in versions:
@@ -223,12 +247,22 @@ class ModelRegistry:
                 entry.statuses[version] = VersionStatus(State.END)
             servable.unload()
             log.info("unloaded %s version %d", entry.config.name, version)
+            self._emit(entry.config.name, version, "unload", "OK")
 
-    def _load(self, entry: ModelEntry, version: int) -> None:
+    def _emit(self, name: str, version: int, event: str, code_name: str) -> None:
+        """on_event(name, version, event, code name); its failures are logged, never raised."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(name, version, event, code_name)
+        except Exception:  # noqa: BLE001 - a metrics hook must not break loading
+            log.exception("on_event(%s, %d, %s, %s) failed", name, version, event, code_name)
+
+    def _load(self, entry: ModelEntry, version: int, path: str) -> None:
         """One load with TF Serving's retries (BasicManager + LoaderHarness: --max_num_load_retries
-        more attempts after the first, --load_retry_interval_micros apart)."""
+        more attempts after the first, --load_retry_interval_micros apart). `path` is the version's
+        real child ("00001"), as AspireVersion keeps it."""
         name = entry.config.name
-        path = os.path.join(entry.config.base_path, str(version))
         with self._lock:
             entry.statuses[version] = VersionStatus(State.LOADING)
         started = time.perf_counter()
@@ -242,6 +276,7 @@ class ModelRegistry:
                 code, message = _code_number(err)
                 log.error("failed to load %s version %d from %s (attempt %d of %d): %s", name, version, path,
                           attempt + 1, self.max_num_load_retries + 1, message)
+                self._emit(name, version, "load", CODE_NAMES[code])
         else:
             with self._lock:
                 entry.failed.add(version)
@@ -251,7 +286,8 @@ class ModelRegistry:
         with self._lock:
             entry.servables[version] = servable
             entry.statuses[version] = VersionStatus(State.AVAILABLE)
-        log.info("loaded %s version %d in %.1fs", name, version, time.perf_counter() - started)
+        log.info("loaded %s version %d from %s in %.1fs", name, version, path, time.perf_counter() - started)
+        self._emit(name, version, "load", "OK")
 
     def _load_once(self, name: str, version: int, path: str) -> Servable:
         servable = Servable.load(name, version, path, self.scheduler)
@@ -263,9 +299,25 @@ class ModelRegistry:
             raise
         return servable
 
+    def _add_model(self, config) -> None:
+        """A model added by reload_config; one removed before keeps its versions' END statuses."""
+        retired = self._retired.pop(config.name, None)
+        with self._lock:
+            self._models[config.name] = ModelEntry(config=config, statuses=retired.statuses if retired else {})
+
+    def _remove_model(self, name: str) -> None:
+        """The source unaspires every version of a model dropped from the config: all unload."""
+        with self._lock:
+            entry = self._models.pop(name)
+        self._unload(entry, sorted(entry.servables))
+        entry.failed.clear()
+        self._retired[name] = entry
+        log.info("model %s removed from the config", name)
+
     # --- resolution -----------------------------------------------------------------------
     def model_names(self) -> list[str]:
-        return sorted(self._models)
+        with self._lock:
+            return sorted(self._models)
 
     def resolve(self, model_spec) -> Servable:
         """ModelSpec (name + version | version_label | latest) -> Servable, TF Serving's errors."""
@@ -297,7 +349,7 @@ class ModelRegistry:
         ServableStateMonitor's VersionMap (core/servable_state_monitor.h, std::greater<Version>)."""
         name = model_spec.name
         with self._lock:
-            entry = self._models.get(name)
+            entry = self._models.get(name) or self._retired.get(name)
             if model_spec.WhichOneof("version_choice") == "version":
                 wanted = model_spec.version.value
                 status = entry.statuses.get(wanted) if entry else None
