@@ -1,4 +1,4 @@
-"""k8s/kserve/: the KServe InferenceService, the alternative to serve.yaml's Deployment.
+"""k8s/kserve/: the KServe InferenceService, the alternative to k8s/base/serve.yaml's Deployment.
 
 Kubernetes' own schemas (kubernetes-validate) and checkov do not cover this custom resource,
 so it is checked here: what it serves and with which TF Serving release, and, where the kserve
@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.deploy.kustomize import file_resources, render
 from tests.deploy.pins import TF_SERVING_VERSION
 
 KSERVE = REPO / "k8s" / "kserve"
@@ -49,9 +50,8 @@ def test_inferenceservice_serves_the_published_model_with_the_pinned_tf_serving(
     assert model["runtimeVersion"] == TF_SERVING_VERSION
     scheme, _, location = model["storageUri"].partition("://")
     claim, _, folder = location.partition("/")
-    claims = [d["metadata"]["name"] for d in documents(REPO / "k8s" / "storage.yaml")
-              if d["kind"] == "PersistentVolumeClaim"]
-    assert scheme == "pvc" and claim in claims, f"{model['storageUri']} is not on a PVC of k8s/storage.yaml"
+    claims = [d["metadata"]["name"] for d in render(KSERVE) if d["kind"] == "PersistentVolumeClaim"]
+    assert scheme == "pvc" and claim in claims, f"{model['storageUri']} is not on a PVC k8s/kserve/ deploys"
     assert folder == served_model_folder()
 
 
@@ -71,7 +71,7 @@ def test_inferenceservice_mounts_a_writable_tmp_as_serve_yaml_does(isvc):
         assert not mount.get("readOnly")
         return {k: v for k, v in volume.items() if k != "name"}
 
-    (deployment,) = [d for d in documents(REPO / "k8s" / "serve.yaml") if d["kind"] == "Deployment"]
+    (deployment,) = [d for d in documents(REPO / "k8s" / "base" / "serve.yaml") if d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     predictor = isvc["spec"]["predictor"]
     assert tmp_volume(predictor["volumes"], predictor["model"]["volumeMounts"]) == \
@@ -79,9 +79,8 @@ def test_inferenceservice_mounts_a_writable_tmp_as_serve_yaml_does(isvc):
 
 
 def test_kserve_kustomization_lists_every_manifest():
-    (kustomization,) = documents(KSERVE / "kustomization.yaml")
     manifests = sorted(p.name for p in KSERVE.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(kustomization["resources"]) == manifests
+    assert sorted(file_resources(KSERVE)) == manifests
 
 
 # --- against the kserve SDK, where it is installed ----------------------------------------------

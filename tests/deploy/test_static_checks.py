@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.deploy.kustomize import K8S, file_resources, kustomization_folders, render
 
 KUBERNETES_VERSION = "1.33.0"
 BIN = pathlib.Path(sys.executable).parent
-DOCKERFILES = [REPO / "Dockerfile.train", REPO / "Dockerfile.serve"]
-# k8s/ and k8s/evaluate/ (the evaluation Job's own kustomization): every manifest kubernetes-validate
-# and checkov can check. k8s/kserve/ holds a custom resource neither covers (test_kserve.py).
-KUSTOMIZATIONS = [REPO / "k8s", REPO / "k8s" / "evaluate"]
+DOCKERFILES = [REPO / "Dockerfile.train", REPO / "Dockerfile.serve", REPO / "Dockerfile.client"]
+# Every kustomization folder of k8s/ but k8s/kserve/, whose custom resource neither
+# kubernetes-validate nor checkov covers (test_kserve.py): every manifest they can check.
+KUSTOMIZATIONS = [f for f in kustomization_folders() if f.name != "kserve"]
 
 
 def manifests_in(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -53,20 +54,33 @@ def test_manifest_is_valid_kubernetes(manifest):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("folder", kustomization_folders(), ids=lambda p: str(p.relative_to(REPO)))
 def test_kustomization_lists_every_manifest(folder):
     kustomization = documents(folder / "kustomization.yaml")[0]
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifests_in(folder))
+    assert sorted(file_resources(folder)) == sorted(p.name for p in manifests_in(folder))
     assert kustomization["namespace"] == "transfer-serve"
 
 
-def test_deploying_k8s_starts_no_evaluation():
-    # The evaluation Job needs a served model and runs once: `kubectl apply -k k8s/` must not
+@pytest.mark.parametrize("folder", kustomization_folders(), ids=lambda p: str(p.relative_to(REPO)))
+def test_rendered_kustomization_is_valid_kubernetes(folder):
+    """After the patches (the storage class parameter), as `kubectl apply -k` sends it."""
+    import kubernetes_validate
+
+    for document in render(folder):
+        if document["apiVersion"].startswith("serving.kserve.io/"):
+            continue  # a custom resource: test_kserve.py
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_deploying_starts_no_evaluation():
+    # The evaluation Job needs a served model and runs once: applying an overlay must not
     # start it (before any model exists), nor must re-running it re-apply the training Jobs.
-    kinds = lambda folder: {(d["kind"], d["metadata"]["name"]) for p in manifests_in(folder) for d in documents(p)}
-    main, evaluation = kinds(REPO / "k8s"), kinds(REPO / "k8s" / "evaluate")
+    kinds = lambda folder: {(d["kind"], d["metadata"]["name"]) for d in render(folder)}
+    evaluation = kinds(K8S / "evaluate")
     assert ("Job", "evaluate") in evaluation and not any(kind == "Job" for kind, _ in evaluation - {("Job", "evaluate")})
-    assert not any(name.startswith("evaluat") for _, name in main)
+    for folder in kustomization_folders():
+        if folder.name != "evaluate":
+            assert not any(name.startswith("evaluat") for _, name in kinds(folder)), folder
 
 
 def _checkov(*target: str) -> dict:
@@ -77,7 +91,8 @@ def _checkov(*target: str) -> dict:
 
 
 @pytest.mark.parametrize("target", [("-d", "k8s", "--framework", "kubernetes"),
-                                    ("-f", "Dockerfile.train", "-f", "Dockerfile.serve", "--framework", "dockerfile")],
+                                    ("-f", "Dockerfile.train", "-f", "Dockerfile.serve", "-f", "Dockerfile.client",
+                                     "--framework", "dockerfile")],
                          ids=["kubernetes", "dockerfiles"])
 def test_checkov_finds_nothing_but_justified_skips(target):
     for report in _checkov(*target):
@@ -85,7 +100,7 @@ def test_checkov_finds_nothing_but_justified_skips(target):
         failed = [(c["check_id"], c["resource"]) for c in results["failed_checks"]]
         assert failed == [], failed
         assert results["passed_checks"], "checkov checked nothing"
-        if report.get("check_type") == "kubernetes":  # -d k8s must descend into k8s/evaluate/
+        if report.get("check_type") == "kubernetes":  # -d k8s must descend into every folder
             checked = {pathlib.PurePosixPath(c["file_path"]).parts[-2:] for c in results["passed_checks"]}
             workloads = {p.parts[-2:] for p in MANIFESTS
                          if any(d["kind"] in ("Job", "Deployment") for d in documents(p))}
@@ -109,7 +124,7 @@ def test_training_and_serving_containers_run_as_non_root_with_a_read_only_root()
 
 
 def test_gpu_job_has_the_gpu_limit_and_toleration():
-    job = documents(REPO / "k8s" / "train-job.yaml")[0]
+    job = documents(K8S / "overlays" / "single-node" / "train-job.yaml")[0]
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -118,7 +133,7 @@ def test_gpu_job_has_the_gpu_limit_and_toleration():
 
 
 def test_multiworker_job_builds_tf_config_from_its_completion_index():
-    service, job = documents(REPO / "k8s" / "train-multiworker.yaml")
+    service, job = documents(K8S / "overlays" / "multi-worker" / "train-multiworker.yaml")
     assert service["spec"]["clusterIP"] == "None" and job["spec"]["completionMode"] == "Indexed"
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     assert "JOB_COMPLETION_INDEX" in script and "TF_CONFIG" in script
@@ -127,13 +142,15 @@ def test_multiworker_job_builds_tf_config_from_its_completion_index():
 
 def test_the_evaluation_job_asks_the_serving_deployment_for_what_its_config_serves():
     """A --label the served config does not define fails every run ("Unrecognized servable
-    version label"): the Job asks what Dockerfile.serve's models.config serves."""
+    version label"): the Job asks what Dockerfile.serve's models.config serves, through the
+    serving Service's REST port."""
     import re
+    from urllib.parse import urlsplit
 
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    (job,) = [d for d in documents(REPO / "k8s" / "evaluate" / "job.yaml") if d["kind"] == "Job"]
+    (job,) = [d for d in documents(K8S / "evaluate" / "job.yaml") if d["kind"] == "Job"]
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     flag = lambda name: args[args.index(name) + 1] if name in args else None
     (config_file,) = re.findall(r"--model_config_file=/config/([\w.]+)", (REPO / "Dockerfile.serve").read_text())
@@ -144,8 +161,13 @@ def test_the_evaluation_job_asks_the_serving_deployment_for_what_its_config_serv
     label = flag("--label")
     assert label is None or label in served[flag("--model")].version_labels, \
         f"--label {label}: {config_file} defines {sorted(served[flag('--model')].version_labels) or 'no labels'}"
-    host, port = flag("--grpc").split(":")
-    service = [d for d in documents(REPO / "k8s" / "serve.yaml") if d["kind"] == "Service"][0]
-    assert service["metadata"]["name"] == host
-    assert {"name": "grpc", "port": int(port)}.items() <= next(
-        p for p in service["spec"]["ports"] if p["name"] == "grpc").items()
+    (rest_port,) = re.findall(r"--rest_api_port=(\d+)", (REPO / "Dockerfile.serve").read_text())
+    url = urlsplit(flag("--rest"))
+    service = [d for d in documents(K8S / "base" / "serve.yaml")
+               if d["kind"] == "Service" and d["metadata"]["name"] == url.hostname][0]
+    assert service["spec"].get("clusterIP") != "None"
+    http = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    assert url.scheme == "http" and http["port"] == url.port and http["targetPort"] == "http"
+    (deployment,) = [d for d in documents(K8S / "base" / "serve.yaml") if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "http", "containerPort": int(rest_port)} in container["ports"]
