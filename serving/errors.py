@@ -40,6 +40,32 @@ def internal(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.INTERNAL, message)
 
 
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def deadline_exceeded(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+# grpc_status_util.cc ToGRPCStatus: gRPC messages are cut at 1024 characters. REST is not cut
+# (http_server.cc writes the whole status message into {"error": ...}).
+GRPC_MESSAGE_LIMIT = 1024
+
+
+def grpc_message(message: str) -> str:
+    """A status message as TF Serving sends it over gRPC."""
+    if len(message) > GRPC_MESSAGE_LIMIT:
+        return message[:GRPC_MESSAGE_LIMIT] + "...TRUNCATED"
+    return message
+
+
+def internal_error_message(incident: str) -> str:
+    """What the caller reads when this server itself failed (a bug, not a TF Status): the
+    exception's text stays in the server log, under `incident`, as it may name files or internals."""
+    return f"Internal error in the model server (logged as incident {incident})"
+
+
 def with_code(name: str, message: str) -> ServingError:
     """A ServingError from a canonical code name ("NOT_FOUND", ...)."""
     return ServingError(grpc.StatusCode[name], message)

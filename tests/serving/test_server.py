@@ -146,3 +146,57 @@ def test_a_url_model_base_path_is_kept_as_given_and_checked_through_gfile(tmp_pa
                                        single_model_config("cats", "ram://served/cats")])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["model cats: base path ram://served/cats does not exist yet; waiting for versions"]
+
+
+def test_grpc_messages_are_cut_at_1024_characters_and_rest_messages_are_not(local_server):
+    name = "m" * 2000  # NOT_FOUND names the model: "Servable not found for request: Latest(mmm...)"
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{local_server.grpc_port}"))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([b"x"]))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=30)
+    # grpc_status_util.cc ToGRPCStatus: the first 1024 characters, then "...TRUNCATED".
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(info.value.details()) == 1024 + len("...TRUNCATED")
+    assert info.value.details().endswith("m...TRUNCATED")
+    response = requests.get(f"http://127.0.0.1:{local_server.rest_port}/v1/models/{name}", timeout=30)
+    assert response.status_code == 404 and name in response.json()["error"]
+
+
+def test_an_internal_failure_sends_an_incident_id_not_the_exception_text(model_base, cat_jpeg, monkeypatch, caplog):
+    from serving import handlers, rest_server
+
+    def broken(*_):
+        raise RuntimeError("secret detail /srv/internal/path")
+
+    monkeypatch.setattr(handlers, "predict", broken)
+    monkeypatch.setattr(rest_server, "run_predict", broken)
+    server = start_local_server(model_base)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "pets"
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([cat_jpeg]))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=30)
+        response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict",
+                                 json={"instances": [{"b64": base64.b64encode(cat_jpeg).decode()}]}, timeout=30)
+    finally:
+        server.stop()
+    assert info.value.code() == grpc.StatusCode.INTERNAL and response.status_code == 500
+    for message in (info.value.details(), response.json()["error"]):
+        assert "secret" not in message and "incident" in message
+        incident = message.rsplit(" ", 1)[-1].rstrip(")")
+        assert any(incident in r.getMessage() and r.exc_info for r in caplog.records), "not in the server log"
+
+
+def test_the_rest_path_is_decoded_once_as_tf_serving_does(local_server):
+    base = f"http://127.0.0.1:{local_server.rest_port}/v1/models"
+    # http_rest_api_util.cc DecodeArg runs once on the path as sent: %2574 is "%74", not "t".
+    response = requests.get(f"{base}/pe%2574s", timeout=30)
+    assert response.status_code == 404 and response.json()["error"].endswith(" model pe%74s")
+    response = requests.get(f"{base}/a%2Fb", timeout=30)  # an encoded slash belongs to the name
+    assert response.status_code == 404 and response.json()["error"].endswith(" model a/b")
+    assert requests.get(f"{base}/p%65ts", timeout=30).status_code == 200
