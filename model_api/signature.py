@@ -35,8 +35,13 @@ LABELS_FILE = "assets/labels.txt"
 MODEL_CARD_FILE = "assets.extra/model_card.json"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
-# Largest decoded image the signature accepts, in pixels (width * height).
-DEFAULT_MAX_PIXELS = 40_000_000
+# Largest decoded image the signature accepts, in pixels (width * height), checked from the header
+# before decoding. Sized for the 4 GiB serving pod (k8s/serve.yaml): one decode peaks at about
+# 16 bytes a pixel (uint8 RGB, then float32 for the scaling; measured 624 MiB for 40 MP), and up to
+# --grpc_max_threads (8 on 2 cores) requests decode at once, beside ~0.7 GiB of process and model.
+# 16 MP (a 12 MP phone photo fits) keeps 8 decodes at ~2 GiB; at 40 MP, 8 would need ~5 GiB.
+# Raise it at export (train-job / export-model --max-pixels, or TRAIN_MAX_PIXELS) with the pod's memory.
+DEFAULT_MAX_PIXELS = 16_000_000
 
 # Every refusal of one image by the signature (training/preprocess.py) starts with this; it is
 # how a client tells an image's own error from a request-level one (model_api/status.py).
