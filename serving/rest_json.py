@@ -105,7 +105,7 @@ def _string_value(value) -> bytes:
 
 def _decode_b64(value) -> bytes:
     """JsonDecodeBase64Object."""
-    if not (isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)):
+    if not _is_b64(value):
         raise _format_error(value, "not formatted correctly for base64 data")
     try:
         return base64.b64decode(value["b64"], validate=True)
