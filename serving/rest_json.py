@@ -393,13 +393,22 @@ def format_predict_response(response: predict_pb2.PredictResponse, fmt: str) -> 
             (alias, array), = arrays.items()
             return {"outputs": _jsonable(array, alias)}
         return {"outputs": {alias: _jsonable(a, alias) for alias, a in sorted(arrays.items())}}
-    sizes = {alias: (a.shape[0] if a.ndim else None) for alias, a in arrays.items()}
-    if len(set(sizes.values())) > 1 or None in sizes.values():
-        raise invalid_argument(f"Tensors of the outputs have different batch sizes {sizes}; use the columnar "
-                               "'inputs' format")
+    rows = _batch_size(arrays)
     if len(arrays) == 1:
         (alias, array), = arrays.items()
         return {"predictions": _jsonable(array, alias)}
-    rows = next(iter(sizes.values()))
     columns = {alias: _jsonable(a, alias) for alias, a in arrays.items()}
     return {"predictions": [{alias: columns[alias][i] for alias in sorted(columns)} for i in range(rows)]}
+
+
+def _batch_size(arrays: dict) -> int:
+    """MakeRowFormatJsonFromTensors: every output is batch-major, with one batch size."""
+    rows = None
+    for alias, array in sorted(arrays.items()):
+        if not array.ndim:
+            raise invalid_argument(f"Tensor name: {alias} has no shape information ")
+        if rows is not None and array.shape[0] != rows:
+            raise invalid_argument(f"Tensor name: {alias} has inconsistent batch size: {array.shape[0]} expecting: "
+                                   f"{rows}")
+        rows = array.shape[0]
+    return rows

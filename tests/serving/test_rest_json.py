@@ -158,3 +158,10 @@ def test_float32_outputs_are_written_as_tf_serving_writes_them():
     response = _response(probabilities=np.array([[0.2, 0.1234567, 1.0]], np.float32))
     text = json.dumps(format_predict_response(response, ROW))
     assert text == '{"predictions": [[0.2, 0.123456702, 1.0]]}'
+
+
+def test_row_response_with_outputs_of_different_batch_sizes_is_tf_servings_error():
+    response = _response(a=np.zeros([2], np.float32), b=np.zeros([3], np.float32))
+    with pytest.raises(ServingError) as info:
+        format_predict_response(response, ROW)
+    assert info.value.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
