@@ -1,16 +1,5 @@
-"""One publisher per model directory at a time, and staging folders that name their owner.
-
-The lock is `<model_dir>/.publish.lock` (TF Serving ignores the non-integer name):
-
-* local folders, including shared volumes (NFS, PVCs): a POSIX record lock (fcntl.lockf,
-  which Linux's NFS client forwards to the server), released by the kernel when the
-  process dies, so a killed exporter never blocks the next one;
-* other tf.io.gfile schemes (gs://, s3://, ram://): tf.io.gfile has no atomic create or
-  lock, so the lock is a lease object: written when absent or expired, read back after a
-  settle delay, renewed while held. That narrows the race between two exporters starting
-  in the same instant but cannot close it; see the README for what that means on buckets.
-
-Threads of one process are serialized as well (record locks are per process).
+"""The model's publish area `<base>/.<model>.publish/` (lock, staging), outside what copiers of `<model>/` see,
+and its lock: a kernel record lock locally, a verified, renewed lease on object stores (docs/pending/publish.md).
 """
 from __future__ import annotations
 
@@ -29,18 +18,33 @@ import tensorflow as tf
 from model_api.versions import STAGING_PREFIX, join
 from training import storage
 
-LOCK_FILE = ".publish.lock"
+AREA_SUFFIX = ".publish"
+LOCK_FILE = "lock"
 DEFAULT_TIMEOUT_SECONDS = 3600.0
+# Lease on object stores: renewed every third of it, retried every RETRY_SECONDS after a failed
+# renewal; counted lost once less than a quarter remains (room for one file copy and clock skew).
 LEASE_SECONDS = 120.0
+RETRY_SECONDS = 2.0
 SETTLE_SECONDS = 0.5
 
 
 class LockError(RuntimeError):
-    """The publish lock cannot be taken; the message says why, in one line."""
+    """The publish lock cannot be taken or was lost; the message says why, in one line."""
 
 
 class LockTimeout(LockError):
     """Another exporter held the model's publish lock for longer than we were willing to wait."""
+
+
+class LockLost(LockError):
+    """Our lease expired unrenewed or was taken over: nothing more may be placed or pruned."""
+
+
+def publish_area(model_dir: str) -> str:
+    """`<base>/.<model>.publish`: a sibling of the model directory, so on the same filesystem
+    (rename into `<model>/` stays atomic) yet invisible to anything that copies `<model>/`."""
+    model_dir = model_dir.rstrip("/")
+    return join(os.path.dirname(model_dir), f".{os.path.basename(model_dir)}{AREA_SUFFIX}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Owner:
         return f"pid {self.pid} on {self.host}"
 
     def staging_name(self, purpose: str = "") -> str:
-        """`.staging-<pid>-<token>[-<purpose>]@<host>`: not an integer, so TF Serving ignores it."""
+        """`.staging-<pid>-<token>[-<purpose>]@<host>`: never an integer, so never a version."""
         return f"{STAGING_PREFIX}{self.pid}-{self.token}{'-' + purpose if purpose else ''}@{self.host}"
 
 
@@ -116,17 +120,28 @@ _PROCESS_LOCKS: dict[str, threading.Lock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
-def _process_lock(model_dir: str) -> threading.Lock:
-    key = os.path.realpath(model_dir) if storage.is_local(model_dir) else model_dir.rstrip("/")
+def _process_lock(area: str) -> threading.Lock:
+    key = os.path.realpath(area) if storage.is_local(area) else area.rstrip("/")
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(key, threading.Lock())
 
 
+class Held:
+    """A lock that cannot be lost while its process lives (the kernel's record lock)."""
+
+    def alive(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        """Raise LockLost unless we still own the lock; called before placing and pruning."""
+
+
 @contextlib.contextmanager
 def publish_lock(model_dir: str, owner: Owner, timeout: float = DEFAULT_TIMEOUT_SECONDS, say=print):
-    """Hold the model directory's exclusive publish lock; wait for it at most `timeout` s."""
+    """Hold the model's exclusive publish lock (waiting at most `timeout` s); yields a Held."""
     deadline = time.monotonic() + timeout
-    thread_lock = _process_lock(model_dir)
+    area = publish_area(model_dir)
+    thread_lock = _process_lock(area)  # record locks are per process: serialize our threads too
     if not thread_lock.acquire(timeout=max(timeout, 0)):
         raise LockTimeout(f"another export in this process held the publish lock on {model_dir} "
                           f"for more than {timeout:g}s")
@@ -134,8 +149,8 @@ def publish_lock(model_dir: str, owner: Owner, timeout: float = DEFAULT_TIMEOUT_
         _LIVE_TOKENS.add(owner.token)
     try:
         holder = _file_lock if storage.is_local(model_dir) else _lease_lock
-        with holder(join(model_dir, LOCK_FILE), owner, deadline, say):
-            yield
+        with holder(join(area, LOCK_FILE), owner, deadline, say) as held:
+            yield held
     finally:
         with _LIVE_GUARD:
             _LIVE_TOKENS.discard(owner.token)
@@ -156,8 +171,11 @@ def _describe_holder(text: str) -> str:
 
 @contextlib.contextmanager
 def _file_lock(path: str, owner: Owner, deadline: float, say):
+    """fcntl.lockf: Linux's NFS client forwards it to the server, and the kernel releases it
+    when the process dies, so a killed exporter never blocks the next one."""
     import fcntl
 
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:  # e.g. created by another user: every exporter of the model must be able to write it
@@ -182,7 +200,7 @@ def _file_lock(path: str, owner: Owner, deadline: float, say):
         os.ftruncate(fd, 0)
         os.pwrite(fd, _owner_record(owner).encode(), 0)
         try:
-            yield
+            yield Held()
         finally:
             os.ftruncate(fd, 0)
             fcntl.lockf(fd, fcntl.LOCK_UN)
@@ -205,35 +223,99 @@ def _read_lease(path: str) -> dict | None:
         return None
 
 
+def _reason(err: tf.errors.OpError) -> str:
+    return f"{type(err).__name__}: {err.message}"
+
+
+class Lease(Held):
+    """A lease object on a store without atomic create: renewed in the background, each renewal
+    reading back our token first; a renewal that keeps failing or finds another owner marks it lost."""
+
+    def __init__(self, path: str, owner: Owner, lease: float, retry: float):
+        self.path, self.owner, self.lease, self.retry = path, owner, lease, retry
+        self.valid_until = 0.0  # monotonic; the lease we last wrote runs out then
+        self.lost = ""
+        self.failure = ""  # the last renewal's error, "" once one succeeds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_until_stopped, name="publish-lease", daemon=True)
+
+    def write(self) -> None:
+        started = time.monotonic()  # counted from before the write: never later than other hosts count
+        storage.write_text(self.path, _owner_record(self.owner, expires=time.time() + self.lease))
+        self.valid_until = started + self.lease
+
+    def ours(self) -> bool:
+        """Reads the lease back; a record naming another owner (or none) marks it lost."""
+        record = _read_lease(self.path)
+        if (record or {}).get("token") == self.owner.token:
+            return True
+        self.lost = f"the publish lease {self.path} was taken over by {_describe_holder(json.dumps(record))}"
+        return False
+
+    def alive(self) -> bool:
+        return not self.lost and time.monotonic() < self.valid_until - self.lease / 4
+
+    def check(self) -> None:
+        try:
+            if self.alive() and self.ours():
+                return
+        except tf.errors.OpError as err:
+            raise LockLost(f"cannot confirm the publish lease {self.path}: {_reason(err)}") from None
+        raise LockLost(self.lost or self._expired())
+
+    def _expired(self) -> str:
+        if self.failure:
+            return f"the publish lease {self.path} could not be renewed: {self.failure}"
+        return f"the publish lease {self.path} was not renewed in time"
+
+    def _renew_until_stopped(self) -> None:
+        delay = self.lease / 3
+        while not self._stop.wait(delay):
+            if not self.alive():  # woken too late: another exporter may own it by now, never overwrite
+                self.lost = self.lost or self._expired()
+                return
+            try:
+                if not self.ours():
+                    return
+                self.write()
+                self.failure, delay = "", self.lease / 3
+            except tf.errors.OpError as err:  # transient storage trouble: retry while the lease lasts
+                self.failure, delay = _reason(err), self.retry
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(tf.errors.OpError):  # left behind, it simply expires
+            if not self.lost and self.ours():
+                tf.io.gfile.remove(self.path)
+
+
 @contextlib.contextmanager
-def _lease_lock(path: str, owner: Owner, deadline: float, say, lease: float = LEASE_SECONDS,
-                settle: float = SETTLE_SECONDS):
+def _lease_lock(path: str, owner: Owner, deadline: float, say, lease: float | None = None,
+                settle: float | None = None):
+    """Written when absent or expired, read back after a settle delay: this narrows the race
+    between two exporters starting in the same instant but cannot close it (no atomic create)."""
+    lease = lease or LEASE_SECONDS
+    settle = SETTLE_SECONDS if settle is None else settle
+    held = Lease(path, owner, lease, min(RETRY_SECONDS, lease / 10))
     told = False
     while True:
-        held = _read_lease(path)
-        if held is None or held.get("token") == owner.token or held.get("expires", 0) < time.time():
-            storage.write_text(path, _owner_record(owner, expires=time.time() + lease))
+        record = _read_lease(path)
+        if record is None or record.get("token") == owner.token or record.get("expires", 0) < time.time():
+            held.write()
             time.sleep(settle)  # a writer that raced us has landed by now: whoever reads back its own token wins
-            if (_read_lease(path) or {}).get("token") == owner.token:
+            if held.ours():
                 break
         elif not told:
-            say(f"[export] waiting for the publish lease {path}, held by {_describe_holder(json.dumps(held))}")
+            say(f"[export] waiting for the publish lease {path}, held by {_describe_holder(json.dumps(record))}")
             told = True
         if time.monotonic() > deadline:
             raise LockTimeout(f"the publish lease {path} was still held when the wait ended")
         time.sleep(settle)
-    stop = threading.Event()
-
-    def renew():
-        while not stop.wait(lease / 3):
-            storage.write_text(path, _owner_record(owner, expires=time.time() + lease))
-
-    renewer = threading.Thread(target=renew, name="publish-lease", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        renewer.join()
-        if (_read_lease(path) or {}).get("token") == owner.token:
-            tf.io.gfile.remove(path)
+    held.lost = ""  # a read-back lost in an earlier round of this wait
+    with held:
+        yield held

@@ -1,24 +1,5 @@
-"""Publish a version under `<base>/<name>/<n>/` only after it proves itself, completely.
-
-TF Serving polls the model directory and loads any integer-named child it finds
-(file_system_storage_path_source.cc), so a half-written export (tensorflow/serving#631,
-#1086) or a worse model must never appear there. Each publish:
-
-1. takes the model directory's exclusive publish lock (training/locking.py), so two
-   exporters of the same model publish one after the other, with distinct versions;
-2. removes staging folders whose owner is gone (never a live exporter's);
-3. picks the version, runs the accuracy gate, writes into `.staging-<pid>-<token>@<host>`
-   (a name TF Serving ignores), flushes it, runs the servable gate (training/gate.py);
-4. puts it in place: on a local filesystem an atomic rename that refuses to replace a
-   version created meanwhile; on object stores and ram:// (no directory rename) a copy
-   that never overwrites and writes saved_model.pb last (training/storage.py).
-
-Locally a crash at any moment leaves no new version or a complete one. On object stores a
-crash mid-copy (or mid-prune) leaves `<n>/` without saved_model.pb, which TF Serving fails to
-load; the copy is announced by a marker `.staging-<owner>-placing-<n>@<host>` (`removing-<n>`
-for a prune), so the next publish, under the lock, finds the marker abandoned and removes
-that `<n>/` (step 2). Every path goes through tf.io.gfile, so the base path may be local,
-gs://, s3:// (TF I/O plugins) or ram://.
+"""Publish a version under `<base>/<name>/<n>/` only after it proves itself, completely: staged and
+locked in `<base>/.<name>.publish/`, placed without replacing anything (docs/pending/publish.md).
 """
 from __future__ import annotations
 
@@ -45,8 +26,8 @@ class PublishError(RuntimeError):
 INCOMPLETE_WHILE = ("placing", "removing")
 
 
-def _marker(model_dir: str, owner: locking.Owner, purpose: str, version: int) -> str:
-    marker = join(model_dir, owner.staging_name(f"{purpose}-{version}"))
+def _marker(area: str, owner: locking.Owner, purpose: str, version: int) -> str:
+    marker = join(area, owner.staging_name(f"{purpose}-{version}"))
     storage.write_text(marker, "")
     return marker
 
@@ -74,17 +55,17 @@ def _remove_incomplete_version(model_dir: str, marker_name: str) -> None:
 
 def remove_abandoned_staging(model_dir: str, me: locking.Owner) -> list[str]:
     """Staging folders (and markers) left by exporters that are gone, with the incomplete
-    versions their markers name; called with the publish lock held."""
+    versions their markers name; called with the publish lock held. Looks in the publish area
+    and, for what exports before it left there, in the model directory."""
     removed, kept = [], []
-    for name in sorted(n.rstrip("/") for n in gfile.listdir(model_dir)):
-        if not name.startswith(locking.STAGING_PREFIX):
-            continue
-        if locking.is_abandoned(name, me):
-            _remove_incomplete_version(model_dir, name)
-            _remove(join(model_dir, name))
-            removed.append(name)
-        else:
-            kept.append(name)
+    for folder in (locking.publish_area(model_dir), model_dir):
+        for name in _staging_names(folder):
+            if locking.is_abandoned(name, me):
+                _remove_incomplete_version(model_dir, name)
+                _remove(join(folder, name))
+                removed.append(name)
+            else:
+                kept.append(name)
     if removed:
         say(f"[export] removed abandoned staging folders: {', '.join(removed)}")
     if kept:
@@ -92,25 +73,47 @@ def remove_abandoned_staging(model_dir: str, me: locking.Owner) -> list[str]:
     return removed
 
 
+def _staging_names(folder: str) -> list[str]:
+    if not gfile.exists(folder):
+        return []
+    return sorted(n.rstrip("/") for n in gfile.listdir(folder) if n.startswith(locking.STAGING_PREFIX))
+
+
+def _same_filesystem(model_dir: str, area: str) -> None:
+    """Staging beside `<model>/` is renamed into it: that is atomic only within one filesystem."""
+    if storage.is_local(model_dir) and os.stat(model_dir).st_dev != os.stat(area).st_dev:
+        raise PublishError(f"{model_dir} is a mount point of its own, so a version staged in {area} cannot be "
+                           f"renamed into it atomically; mount {os.path.dirname(model_dir.rstrip('/'))} instead")
+
+
 def publish(base_path: str, model_name: str, write: Callable[[str, int], None], gate: Gate,
             version: int | None = None, keep: int = 0, serving_config: str | None = None,
             lock_timeout: float = locking.DEFAULT_TIMEOUT_SECONDS) -> dict:
-    """Stage with `write(directory, version)`, run the gate, put into place; prune with keep."""
+    """Stage with `write(directory, version)`, run the gate, put into place; prune with keep.
+
+    TF Serving loads any integer-named child of the model directory it finds
+    (file_system_storage_path_source.cc), so only complete, validated versions may appear there."""
     protected = protected_versions(serving_config, model_name)  # a bad file fails here, before a version exists
     model_dir = join(base_path, model_name)
-    try:
-        gfile.makedirs(model_dir)
-    except tf.errors.OpError as err:
-        raise PublishError(f"cannot create the model directory {model_dir}: {err.message}") from None
+    area = locking.publish_area(model_dir)
+    for folder in (model_dir, area):
+        try:
+            gfile.makedirs(folder)
+        except tf.errors.OpError as err:
+            raise PublishError(f"cannot create {folder}: {err.message}") from None
+    _same_filesystem(model_dir, area)
     owner = locking.Owner.new()
     try:
-        with locking.publish_lock(model_dir, owner, timeout=lock_timeout, say=say):
-            return _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner)
-    except locking.LockError as err:  # a timeout, or a lock the filesystem cannot give
-        raise PublishError(str(err)) from None
+        with locking.publish_lock(model_dir, owner, timeout=lock_timeout, say=say) as held:
+            return _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected,
+                                   owner, held)
+    except locking.LockError as err:  # a timeout, a lock the filesystem cannot give, a lease lost before placing
+        raise PublishError(f"{err}; nothing was published") from None
 
 
-def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner) -> dict:
+def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner, held) -> dict:
+    """With the lock held: clean up after exporters that are gone, pick the version, accuracy gate,
+    write into staging, flush, servable gate (training/gate.py), confirm the lock, place, prune."""
     # Counted before an abandoned incomplete version is removed, so its number is never reused
     # (TF Serving may still hold that version's failed load).
     version = int(version) if version else next_version(model_dir)
@@ -119,23 +122,25 @@ def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep
     if gfile.exists(final):
         raise PublishError(f"version {version} already exists at {final}; versions are never overwritten")
     accuracy_report = check_accuracy(gate, model_dir)
-    staging = join(model_dir, owner.staging_name())
+    staging = join(locking.publish_area(model_dir), owner.staging_name())
     try:
         say(f"[export] writing {model_name} version {version} into {staging}")
         write(staging, version)
         storage.fsync_tree(staging)
         servable_report = check_servable(staging, gate)
-        put_in_place(staging, final, version, owner)
+        held.check()  # a lease lost while we wrote: another exporter may be placing this number now
+        put_in_place(staging, final, version, owner, held)
     finally:
         if gfile.exists(staging):
             storage.remove_tree(staging)
     say(f"[export] published {final}")
-    removed = prune(model_dir, keep, protected, owner) if keep else []
+    removed = prune(model_dir, keep, protected, owner, held) if keep else []
     return {"version": version, "path": final, "gate": {**accuracy_report, **servable_report},
             "removed_versions": removed}
 
 
-def put_in_place(staging: str, final: str, version: int, owner: locking.Owner) -> None:
+def put_in_place(staging: str, final: str, version: int, owner: locking.Owner,
+                 held: locking.Held | None = None) -> None:
     appeared = f"version {version} appeared at {final} while exporting; not overwritten"
     if storage.is_local(final):
         try:
@@ -146,13 +151,14 @@ def put_in_place(staging: str, final: str, version: int, owner: locking.Owner) -
         return
     if gfile.exists(final):
         raise PublishError(appeared)
-    marker = _marker(os.path.dirname(final), owner, "placing", version)  # if we die mid-copy, the next export cleans up
+    area = locking.publish_area(os.path.dirname(final))
+    marker = _marker(area, owner, "placing", version)  # if we die mid-copy, the next export cleans up
     try:
-        storage.copy_tree(staging, final)
+        storage.copy_tree(staging, final, before_each=held.check if held else None)
     except tf.errors.AlreadyExistsError:
         gfile.remove(marker)  # someone else writes there: never ours to remove
         raise PublishError(appeared) from None
-    except BaseException:  # KeyboardInterrupt and SystemExit too: no half-copied version may stay
+    except BaseException:  # a lost lease, KeyboardInterrupt, SystemExit: no half-copied version may stay
         if gfile.exists(final):
             storage.remove_tree(final)  # ours alone (checked absent under the lock) and without saved_model.pb
         gfile.remove(marker)
@@ -184,28 +190,43 @@ def protected_versions(serving_config: str | None, model_name: str) -> set[int]:
     return protected
 
 
-def prune(model_dir: str, keep: int, protected: set[int], owner: locking.Owner | None = None) -> list[int]:
-    """Remove all but the newest `keep` versions, never a protected one.
+def prune(model_dir: str, keep: int, protected: set[int], owner: locking.Owner | None = None,
+          held: locking.Held | None = None) -> list[int]:
+    """Remove all but the newest `keep` versions, never a protected one; stop if `held` is lost.
 
-    Locally each is renamed away first (TF Serving then unloads it whole) and deleted after;
-    elsewhere saved_model.pb goes first, so the version can no longer start loading."""
+    Locally each is renamed away into the publish area first (TF Serving then unloads it whole)
+    and deleted after; elsewhere saved_model.pb goes first, so the version can no longer start loading."""
     versions = list_versions(model_dir)
     doomed = [v for v in versions[:-keep] if v not in protected] if keep > 0 else []
     owner = owner or locking.Owner.new()
+    area = locking.publish_area(model_dir)
+    removed = []
     for v in doomed:
-        path, marker = join(model_dir, str(v)), None
-        if storage.is_local(model_dir):
-            trash = join(model_dir, owner.staging_name(f"deleting-{v}"))
-            gfile.rename(path, trash)
-            path = trash
-        else:
-            marker = _marker(model_dir, owner, "removing", v)  # if we die mid-removal, the next export finishes it
-            saved_model = join(path, storage.SAVED_MODEL_FILE)
-            if gfile.exists(saved_model):
-                gfile.remove(saved_model)
-        storage.remove_tree(path)
-        if marker:
-            gfile.remove(marker)
-    if doomed:
-        say(f"[export] removed old versions {doomed} (--keep {keep})")
-    return doomed
+        try:
+            if held:
+                held.check()
+        except locking.LockLost as err:
+            say(f"[export] stopped removing old versions (--keep {keep}): {err}")
+            break
+        _remove_version(model_dir, area, owner, v)
+        removed.append(v)
+    if removed:
+        say(f"[export] removed old versions {removed} (--keep {keep})")
+    return removed
+
+
+def _remove_version(model_dir: str, area: str, owner: locking.Owner, v: int) -> None:
+    path, marker = join(model_dir, str(v)), None
+    if storage.is_local(model_dir):
+        trash = join(area, owner.staging_name(f"deleting-{v}"))
+        gfile.makedirs(area)
+        gfile.rename(path, trash)
+        path = trash
+    else:
+        marker = _marker(area, owner, "removing", v)  # if we die mid-removal, the next export finishes it
+        saved_model = join(path, storage.SAVED_MODEL_FILE)
+        if gfile.exists(saved_model):
+            gfile.remove(saved_model)
+    storage.remove_tree(path)
+    if marker:
+        gfile.remove(marker)

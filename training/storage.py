@@ -11,6 +11,7 @@ import ctypes
 import errno
 import json
 import os
+from typing import Callable
 
 import tensorflow as tf
 
@@ -124,8 +125,9 @@ def rename_no_replace(source: str, target: str) -> None:
     os.rename(source, target)
 
 
-def copy_tree(source: str, target: str) -> None:
-    """Copy `source` into a new `target`, never overwriting a file, saved_model.pb last.
+def copy_tree(source: str, target: str, before_each: Callable[[], None] | None = None) -> None:
+    """Copy `source` into a new `target`, never overwriting a file, saved_model.pb last;
+    `before_each()` runs before each file and may raise to stop the copy (a lost lease).
 
     TF Serving treats any integer-named prefix as a version the moment one object exists
     under it (file_system_storage_path_source.cc: GetChildren on GCS lists descendants), and
@@ -142,6 +144,8 @@ def copy_tree(source: str, target: str) -> None:
                      if gfile.exists(gfile.join(current, name)))
     files.sort(key=lambda name: name == SAVED_MODEL_FILE)  # stable: saved_model.pb moves to the end
     for name in files:
+        if before_each:
+            before_each()
         destination = gfile.join(target, name)
         gfile.makedirs(os.path.dirname(destination))
         gfile.copy(gfile.join(source, name), destination, overwrite=False)

@@ -1,5 +1,5 @@
-"""Publishing: versions, the publish lock, owned staging folders, no-replace placement,
-two exporters at once, and the same protocol on TF's in-memory ram:// filesystem."""
+"""Publishing: versions, the publish lock and its lease, owned staging folders beside the model
+directory, no-replace placement, two exporters at once, and the same on TF's in-memory ram://."""
 import errno
 import json
 import os
@@ -49,8 +49,14 @@ def _publish(base, accuracy=0.9, version=None, write=None, force=False, keep=0, 
 
 
 def entries(model_dir) -> list[str]:
-    """What TF Serving and people see in a model directory, without the lock file."""
-    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(str(model_dir)) if n.rstrip("/") != locking.LOCK_FILE)
+    """What TF Serving, copiers and people see in a model directory."""
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(str(model_dir)))
+
+
+def area_entries(model_dir) -> list[str]:
+    """The publish area beside the model directory, without its lock file."""
+    area = locking.publish_area(str(model_dir))
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(area) if n.rstrip("/") != locking.LOCK_FILE)
 
 
 def assert_complete(version_path: str, writer: str | None = None) -> str:
@@ -127,20 +133,22 @@ def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path, no_se
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert result.returncode == -9
-    leftovers = entries(tmp_path / "m")
-    assert list_versions(tmp_path / "m") == [] and len(leftovers) == 1 and leftovers[0].startswith(".staging-")
+    leftovers = area_entries(tmp_path / "m")
+    assert entries(tmp_path / "m") == [] and len(leftovers) == 1 and leftovers[0].startswith(".staging-")
     assert locking.owner_of(leftovers[0]).pid > 0, "the staging folder names its owner"
     assert _publish(tmp_path)["version"] == 1, "the lock died with its process"
-    assert entries(tmp_path / "m") == ["1"], "the next export removes the abandoned staging folder"
+    assert entries(tmp_path / "m") == ["1"]
+    assert area_entries(tmp_path / "m") == [], "the next export removes the abandoned staging folder"
 
 
 def test_a_live_exporters_staging_folder_is_left_alone(tmp_path, no_servable_check):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         host = locking.Owner.new().host
-        live = tmp_path / "m" / locking.Owner(host, alive.pid, "0123abcd").staging_name()
-        other_process_of_ours = tmp_path / "m" / locking.Owner(host, os.getpid(), "feedbeef").staging_name()
-        legacy = tmp_path / "m" / ".staging-3-1a2b3c4d"  # the format before owners were recorded
+        area = tmp_path / ".m.publish"
+        live = area / locking.Owner(host, alive.pid, "0123abcd").staging_name()
+        other_process_of_ours = area / locking.Owner(host, os.getpid(), "feedbeef").staging_name()
+        legacy = tmp_path / "m" / ".staging-3-1a2b3c4d"  # where and how exports once staged, before owners
         for folder in (live, other_process_of_ours, legacy):
             folder.mkdir(parents=True)
         _publish(tmp_path)
@@ -194,7 +202,7 @@ def test_two_exporters_at_once_publish_two_complete_distinct_versions(tmp_path):
     assert list_versions(tmp_path / "m") == [1, 2]
     writers = {assert_complete(str(tmp_path / "m" / str(v))) for v in (1, 2)}
     assert writers == {"a", "b"}, "each exporter's version is whole and its own"
-    assert entries(tmp_path / "m") == ["1", "2"], "no staging folder is left"
+    assert entries(tmp_path / "m") == ["1", "2"] and area_entries(tmp_path / "m") == [], "no staging folder is left"
     assert sum("waiting for the publish lock" in out for out in outputs) == 1, outputs
 
 
@@ -242,7 +250,7 @@ def test_an_interrupted_copy_removes_its_half_version(ram_base, no_servable_chec
     """Ctrl-C (or SystemExit from a signal handler) mid-copy: no integer folder without saved_model.pb stays."""
     original = storage.copy_tree
 
-    def interrupted(source, target):
+    def interrupted(source, target, before_each=None):
         storage.write_text(tf.io.gfile.join(target, "variables", "part-0"), "half")
         raise KeyboardInterrupt
 
@@ -260,12 +268,13 @@ def test_a_version_left_half_copied_by_a_dead_export_is_removed_by_the_next(ram_
     version with saved_model.pbtxt, a writer that takes no lock)."""
     model_dir = f"{ram_base}/m"
     _publish(ram_base)
+    area = locking.publish_area(model_dir)
     dead = locking.Owner("another-host", 4242, "dead0000")
-    storage.write_text(f"{model_dir}/{dead.staging_name('placing-2')}", "")
+    storage.write_text(f"{area}/{dead.staging_name('placing-2')}", "")
     storage.write_text(f"{model_dir}/2/variables/part-0", "half")
-    storage.write_text(f"{model_dir}/{dead.staging_name('removing-1')}", "")  # died before deleting 1's .pb
+    storage.write_text(f"{model_dir}/{dead.staging_name('removing-1')}", "")  # an older export's marker, in <model>/
     assert _publish(ram_base)["version"] == 3, "a number TF Serving may have seen fail is not reused"
-    assert entries(model_dir) == ["1", "3"]
+    assert entries(model_dir) == ["1", "3"] and area_entries(model_dir) == []
     assert_complete(f"{model_dir}/1", "t")
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if "removed version" in line] == [
@@ -371,12 +380,168 @@ def test_a_lock_file_this_user_cannot_open_is_one_line(tmp_path, no_servable_che
     original = os.open
 
     def open_as_another_user(path, flags, *args):
-        if str(path).endswith(locking.LOCK_FILE):
+        if str(path).endswith(os.sep + locking.LOCK_FILE):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
         return original(path, flags, *args)
 
     monkeypatch.setattr(os, "open", open_as_another_user)
-    refused = r"^cannot open the publish lock .*\.publish\.lock: Permission denied$"
+    refused = r"^cannot open the publish lock .*/\.m\.publish/lock: Permission denied; nothing was published$"
     with pytest.raises(publish.PublishError, match=refused):
         _publish(tmp_path)
     assert list_versions(tmp_path / "m") == []
+
+
+# --- where the lock and staging live; the lease that cannot be lost silently -------------------
+
+@pytest.mark.parametrize("where", ["local", "ram"])
+def test_only_integer_versions_ever_appear_in_the_model_directory(where, tmp_path, ram_base, no_servable_check,
+                                                                  monkeypatch):
+    """A copier of `<base>/<model>/` (KServe's storage initializer, gsutil rsync) must not carry the
+    lock or a staging folder to every replica: they live in `<base>/.<model>.publish/`."""
+    from model_api.versions import is_version_name
+
+    base = str(tmp_path) if where == "local" else ram_base
+    model_dir = f"{base}/m"
+    seen, staged_in = [], []
+
+    def look(*args, **kwargs):
+        seen.append(entries(model_dir))
+
+    def spied(function):
+        def call(*args, **kwargs):
+            look()
+            return function(*args, **kwargs)
+        return call
+
+    def write(directory, version):
+        staged_in.append(directory)
+        look()
+        fake_servable("t")(directory, version)
+        look()
+
+    monkeypatch.setattr(storage, "remove_tree", spied(storage.remove_tree))  # while pruning, cleaning staging
+    monkeypatch.setattr(storage.gfile, "copy", spied(storage.gfile.copy))  # while copying into place (ram://)
+    for _ in range(3):
+        _publish(base, write=write, keep=1)
+    assert all(directory.startswith(f"{base}/.m.publish/") for directory in staged_in), staged_in
+    assert len(seen) > 6 and [name for names in seen for name in names if not is_version_name(name)] == []
+    assert entries(model_dir) == ["3"]
+
+
+def _flaky_lease_writes(monkeypatch, fail: int | None):
+    """storage.write_text failing with UNAVAILABLE on lease writes 2..fail+1 (every one after the
+    first if fail is None); returns the list of (path, 'ok' | 'failed') the lease saw."""
+    original, log = storage.write_text, []
+
+    def write_text(path, text):
+        if path.endswith("/" + locking.LOCK_FILE):
+            failing = len(log) >= 1 and (fail is None or len(log) <= fail)
+            log.append("failed" if failing else "ok")
+            if failing:
+                raise tf.errors.UnavailableError(None, None, "injected: the bucket did not answer")
+        original(path, text)
+
+    monkeypatch.setattr(storage, "write_text", write_text)
+    return log
+
+
+def _wait_for(condition, what, limit: float = 60.0) -> None:
+    """Until condition() holds; else fail saying `what` (a string, or a callable for a late value)."""
+    import time
+
+    stop = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < stop, what() if callable(what) else what
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def short_lease(monkeypatch):
+    monkeypatch.setattr(locking, "LEASE_SECONDS", 6.0)  # renewed every 2 s
+    monkeypatch.setattr(locking, "RETRY_SECONDS", 0.1, raising=False)  # absent before retries existed
+    monkeypatch.setattr(locking, "SETTLE_SECONDS", 0.05)
+
+
+def test_a_transient_error_renewing_the_lease_is_retried_and_the_publish_goes_on(ram_base, no_servable_check,
+                                                                                  short_lease, monkeypatch):
+    log = _flaky_lease_writes(monkeypatch, fail=2)
+
+    def write(directory, version):
+        _wait_for(lambda: log.count("ok") >= 2, lambda: f"the lease was not renewed after a transient error: {log}")
+        fake_servable("t")(directory, version)
+
+    assert _publish(ram_base, write=write)["version"] == 1
+    assert log[:4] == ["ok", "failed", "failed", "ok"]
+    assert_complete(f"{ram_base}/m/1", "t")
+    assert not tf.io.gfile.exists(f"{locking.publish_area(ram_base + '/m')}/{locking.LOCK_FILE}"), "released"
+
+
+def test_a_lease_that_cannot_be_renewed_stops_the_publish_before_placing(ram_base, no_servable_check, short_lease,
+                                                                         monkeypatch):
+    import time
+
+    log = _flaky_lease_writes(monkeypatch, fail=None)
+    lease_file = f"{locking.publish_area(ram_base + '/m')}/{locking.LOCK_FILE}"
+
+    def write(directory, version):
+        fake_servable("t")(directory, version)
+        expires = storage.read_json(lease_file)["expires"]
+        _wait_for(lambda: time.time() > expires, "the lease did not expire")  # other exporters may take it now
+
+    with pytest.raises(publish.PublishError, match=r"^the publish lease .* could not be renewed: UnavailableError: "
+                                                   r"injected.*; nothing was published$"):
+        _publish(ram_base, write=write)
+    assert "failed" in log
+    assert entries(f"{ram_base}/m") == [] and area_entries(f"{ram_base}/m") == []
+
+
+THIEF = {"host": "thief-host", "pid": 99, "token": "0ther0wn"}
+
+
+def test_a_lease_taken_over_stops_the_publish_before_placing(ram_base, no_servable_check, short_lease):
+    import time
+
+    lease_file = f"{locking.publish_area(ram_base + '/m')}/{locking.LOCK_FILE}"
+
+    def write(directory, version):
+        fake_servable("t")(directory, version)
+        storage.write_json(lease_file, {**THIEF, "expires": time.time() + 600})  # our lease lapsed; theirs began
+
+    with pytest.raises(publish.PublishError, match=r"^the publish lease .* was taken over by pid 99 on thief-host; "
+                                                   r"nothing was published$"):
+        _publish(ram_base, write=write)
+    assert entries(f"{ram_base}/m") == [] and area_entries(f"{ram_base}/m") == []
+    assert storage.read_json(lease_file)["token"] == THIEF["token"], "the new owner's lease is left alone"
+
+
+def test_a_lease_taken_over_after_placing_stops_pruning(ram_base, no_servable_check, short_lease, monkeypatch, capsys):
+    import time
+
+    for _ in range(2):
+        _publish(ram_base)
+    lease_file = f"{locking.publish_area(ram_base + '/m')}/{locking.LOCK_FILE}"
+    original = publish.put_in_place
+
+    def place_then_lose_the_lease(*args, **kwargs):
+        original(*args, **kwargs)
+        storage.write_json(lease_file, {**THIEF, "expires": time.time() + 600})
+
+    monkeypatch.setattr(publish, "put_in_place", place_then_lose_the_lease)
+    result = _publish(ram_base, keep=1)
+    assert result["version"] == 3 and result["removed_versions"] == []
+    assert list_versions(f"{ram_base}/m") == [1, 2, 3], "the new owner decides what to prune"
+    assert "stopped removing old versions (--keep 1): the publish lease" in capsys.readouterr().out
+
+
+def test_a_model_directory_mounted_on_its_own_is_refused_before_writing(tmp_path, no_servable_check, monkeypatch):
+    """Staging beside `<model>/` on another filesystem could not be renamed into it atomically."""
+    real_stat = os.stat
+
+    class Elsewhere:
+        def __init__(self, stat):
+            self.st_dev = stat.st_dev + 1
+
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: Elsewhere(real_stat(path, *a, **k))
+                        if str(path).rstrip("/").endswith("/m") else real_stat(path, *a, **k))
+    with pytest.raises(publish.PublishError, match=r"m is a mount point of its own.*mount .* instead"):
+        _publish(tmp_path, write=lambda directory, version: pytest.fail("nothing is written"))
