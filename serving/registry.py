@@ -226,8 +226,9 @@ class ModelRegistry(ConfigReloading):
             listing = scan_versions(entry.config.base_path)
         except ListingError as err:
             if entry.listing_problem is None:
-                log.warning("model %s: %s; its %d loaded version(s) keep serving until it can be listed", name,
-                            err, len(entry.servables))
+                log.warning("model %s: %s; %s until it can be listed", name, err,
+                            f"its {len(entry.servables)} loaded version(s) keep serving" if entry.servables
+                            else "no version loads")
             entry.listing_problem = str(err)
             return None
         if entry.listing_problem is not None:
