@@ -302,20 +302,27 @@ def _lease_lock(path: str, owner: Owner, deadline: float, say, lease: float | No
     lease = lease or LEASE_SECONDS
     settle = SETTLE_SECONDS if settle is None else settle
     held = Lease(path, owner, lease, min(RETRY_SECONDS, lease / 10))
+    try:
+        _take(held, deadline, say, settle)
+    except tf.errors.OpError as err:  # one line now, not an hour's wait on a store that refuses us
+        raise LockError(f"cannot take the publish lease {path}: {_reason(err)}") from None
+    with held:
+        yield held
+
+
+def _take(held: Lease, deadline: float, say, settle: float) -> None:
     told = False
     while True:
-        record = _read_lease(path)
-        if record is None or record.get("token") == owner.token or record.get("expires", 0) < time.time():
+        record = _read_lease(held.path)
+        if record is None or record.get("token") == held.owner.token or record.get("expires", 0) < time.time():
             held.write()
             time.sleep(settle)  # a writer that raced us has landed by now: whoever reads back its own token wins
             if held.ours():
-                break
+                held.lost = ""  # a read-back lost in an earlier round of this wait
+                return
         elif not told:
-            say(f"[export] waiting for the publish lease {path}, held by {_describe_holder(json.dumps(record))}")
+            say(f"[export] waiting for the publish lease {held.path}, held by {_describe_holder(json.dumps(record))}")
             told = True
         if time.monotonic() > deadline:
-            raise LockTimeout(f"the publish lease {path} was still held when the wait ended")
+            raise LockTimeout(f"the publish lease {held.path} was still held when the wait ended")
         time.sleep(settle)
-    held.lost = ""  # a read-back lost in an earlier round of this wait
-    with held:
-        yield held

@@ -545,3 +545,18 @@ def test_a_model_directory_mounted_on_its_own_is_refused_before_writing(tmp_path
                         if str(path).rstrip("/").endswith("/m") else real_stat(path, *a, **k))
     with pytest.raises(publish.PublishError, match=r"m is a mount point of its own.*mount .* instead"):
         _publish(tmp_path, write=lambda directory, version: pytest.fail("nothing is written"))
+
+
+def test_a_lease_the_store_refuses_is_one_line_not_an_hours_wait(ram_base, no_servable_check, monkeypatch):
+    original = storage.write_text
+
+    def refuse(path, text):
+        if path.endswith("/" + locking.LOCK_FILE):
+            raise tf.errors.PermissionDeniedError(None, None, "injected: no write access to the bucket")
+        original(path, text)
+
+    monkeypatch.setattr(storage, "write_text", refuse)
+    with pytest.raises(publish.PublishError, match=r"^cannot take the publish lease .*/\.m\.publish/lock: "
+                                                   r"PermissionDeniedError: injected.*; nothing was published$"):
+        _publish(ram_base)
+    assert entries(f"{ram_base}/m") == []
