@@ -15,7 +15,6 @@ from serving.errors import ServingError, failed_precondition, invalid_argument, 
 
 log = logging.getLogger("serving")
 SUPPORTED_PLATFORMS = ("tensorflow",)
-_MODEL_TYPE_TENSORFLOW = 1  # model_server_config.proto: ModelType.TENSORFLOW
 
 
 def parse_config_file(path: str) -> list[model_server_config_pb2.ModelConfig]:
@@ -50,7 +49,7 @@ def platform_of(config) -> str:
         if config.model_platform:
             raise invalid_argument("Illegal setting both ModelServerConfig::model_type (deprecated) and "
                                    f"ModelServerConfig::model_platform, model name is {name}")
-        if config.model_type != _MODEL_TYPE_TENSORFLOW:
+        if config.model_type != model_server_config_pb2.TENSORFLOW:
             raise invalid_argument(f"ModelServerConfig::model_type choice {config.model_type} not supported.")
         return "tensorflow"
     if not config.model_platform:

@@ -298,6 +298,21 @@ def test_reload_config_refuses_a_bad_config_with_tf_servings_message_and_changes
     registry.stop()
 
 
+def test_reload_config_accepts_a_new_base_path_as_tf_serving_does(model_base, tmp_path, monkeypatch):
+    """ServerCore has no rule against it: the source lists the new path; a version number already
+    served stays loaded (same ServableId), new numbers load from the new path."""
+    base = two_models(model_base, tmp_path)
+    registry = ModelRegistry([model_config(base, "pets")], poll_seconds=0)
+    registry.start()
+    served = registry.resolve(spec())
+    copy_version(base, 1, 2, name="dogs")
+    loads = count_loads(monkeypatch)
+    registry.reload_config([config(f'name: "pets" base_path: "{base}/dogs" model_type: TENSORFLOW')])
+    assert loads == [2] and registry.resolve(spec()).version == 2
+    assert dict(registry.statuses(spec()))[1].state == State.END and served.version == 1
+    registry.stop()
+
+
 def test_reload_config_reports_a_new_model_that_fails_to_load(model_base, tmp_path):
     base = two_models(model_base, tmp_path)
     (base / "dogs" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
