@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Self
 
 import tensorflow as tf
 
@@ -55,7 +56,7 @@ class Owner:
     token: str
 
     @classmethod
-    def new(cls) -> "Owner":
+    def new(cls) -> Owner:
         return cls(socket.gethostname(), os.getpid(), secrets.token_hex(4))
 
     def describe(self) -> str:
@@ -282,7 +283,7 @@ class Lease(Held):
             except tf.errors.OpError as err:  # transient storage trouble: retry while the lease lasts
                 self.failure, delay = _reason(err), self.retry
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

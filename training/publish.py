@@ -4,7 +4,7 @@ locked in `<base>/.<name>.publish/`, placed without replacing anything (docs/pen
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -13,7 +13,7 @@ from training import locking, storage
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
 from training.progress import say
 
-__all__ = ["Gate", "GateFailed", "PublishError", "publish", "prune", "protected_versions"]
+__all__ = ["Gate", "GateFailed", "PublishError", "protected_versions", "prune", "publish"]
 gfile = tf.io.gfile
 
 

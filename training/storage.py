@@ -11,7 +11,7 @@ import ctypes
 import errno
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
