@@ -105,20 +105,24 @@ def warmup_images(data, count: int = WARMUP_IMAGES) -> list[bytes]:
 
 def write_warmup_file(path: str, model_name: str, images: list[bytes]) -> int:
     """TF Serving's SavedModel warmup format: a TFRecord of PredictionLog records
-    (https://www.tensorflow.org/tfx/serving/saved_model_warmup). One single-image request
-    per image and one request holding them all, so batched shapes are warm too."""
+    (https://www.tensorflow.org/tfx/serving/saved_model_warmup), one single-image request per image.
+
+    Single-image requests only: TF Serving replays warmup through the batching session when
+    --enable_batching is on (saved_model_bundle_source_adapter.cc runs RunSavedModelWarmup after
+    saved_model_bundle_factory.cc wrapped the session), so a record larger than the server's
+    max_batch_size fails the load ("Task size N is larger than maximum input batch size M"), and
+    the server's batching parameters are unknown here. One image fits every max_batch_size >= 1."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    batches = [[image] for image in images] + ([images] if len(images) > 1 else [])
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
-        for batch in batches:
+        for image in images:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=sig.SERVING_DEFAULT))
-            request.inputs[sig.INPUT_IMAGE_BYTES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            request.inputs[sig.INPUT_IMAGE_BYTES].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
-    return len(batches)
+    return len(images)
 
 
 def code_version() -> str:
