@@ -58,15 +58,44 @@ def _load_error(err: Exception) -> BundleError:
     return BundleError(message)
 
 
-class SessionBundle:
-    """One loaded SavedModel: its SignatureDefs and a Session that runs them."""
+def thread_config(intra_op_parallelism: int = 0, inter_op_parallelism: int = 0):
+    """The ConfigProto TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism
+    give every session (model_servers/server.cc sets session_config's *_op_parallelism_threads); 0 is
+    TensorFlow's default, one thread per core.
 
-    def __init__(self, path: str, tags=(SERVE_TAG,)):
+    TensorFlow sizes its pools once per process: the inter-op pool from the first Session's config,
+    the intra-op pool from the first CPU device, which the eager runtime creates on its first op. So
+    call set_process_threads with the same values before TensorFlow runs anything."""
+    import tensorflow as tf
+
+    if intra_op_parallelism < 0 or inter_op_parallelism < 0:
+        raise ValueError("intra_op_parallelism and inter_op_parallelism must be >= 0 (0: one thread per core)")
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_parallelism,
+                                    inter_op_parallelism_threads=inter_op_parallelism)
+
+
+def set_process_threads(intra_op_parallelism: int = 0, inter_op_parallelism: int = 0) -> None:
+    """Size TensorFlow's process-wide thread pools (tf.config.threading); RuntimeError once the runtime
+    has started, when TensorFlow would silently keep the pools it has (checked: a Session's
+    intra_op_parallelism_threads is ignored after any eager op)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op_parallelism)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op_parallelism)
+
+
+class SessionBundle:
+    """One loaded SavedModel: its SignatureDefs and a Session that runs them.
+
+    `session_config` is a tf.compat.v1.ConfigProto for the Session (TF Serving's
+    SessionBundleConfig.session_config), e.g. thread_config(intra, inter); None is TensorFlow's default."""
+
+    def __init__(self, path: str, tags=(SERVE_TAG,), session_config=None):
         import tensorflow as tf
 
         self.path = path
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
         try:
             with self._graph.as_default():
                 meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
@@ -120,5 +149,5 @@ class SessionBundle:
             self._session.close()
 
 
-def load(path: str) -> SessionBundle:
-    return SessionBundle(path)
+def load(path: str, session_config=None) -> SessionBundle:
+    return SessionBundle(path, session_config=session_config)

@@ -40,9 +40,12 @@ class Servable:
         weakref.finalize(self, self.bundle.close)
 
     @classmethod
-    def load(cls, name: str, version: int, path: str, scheduler: BatchScheduler | None = None) -> "Servable":
-        """Load the SavedModel into a Session; BundleError (with TF Serving's code) if it fails."""
-        return cls(name=name, version=version, path=path, bundle=SessionBundle(path), scheduler=scheduler)
+    def load(cls, name: str, version: int, path: str, scheduler: BatchScheduler | None = None,
+             session_config=None) -> "Servable":
+        """Load the SavedModel into a Session; BundleError (with TF Serving's code) if it fails.
+        `session_config`: a tf.compat.v1.ConfigProto, e.g. model_api.session_bundle.thread_config(intra, inter)."""
+        return cls(name=name, version=version, path=path, bundle=SessionBundle(path, session_config=session_config),
+                   scheduler=scheduler)
 
     @property
     def signature_defs(self) -> dict:

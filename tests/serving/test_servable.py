@@ -74,7 +74,7 @@ def test_batched_requests_give_the_same_outputs_as_unbatched_ones(model_base):
 
 LAYERS = [
     {"errors", "config_protos"},
-    {"batching"},
+    {"batching", "config_reload", "monitoring"},
     {"servable"},
     {"predict_util"},
     {"warmup"},
@@ -198,3 +198,31 @@ def test_an_unloaded_version_closes_its_session_when_its_last_request_lets_go(mo
     finally:
         gc.enable()
         scheduler.stop()
+
+
+# --- session config (--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism) ------
+
+def test_a_session_config_reaches_the_session_and_changes_no_number(model_base):
+    from model_api.session_bundle import thread_config
+
+    rng = random.Random(9)
+    feed = {"image_bytes": np.array([encode(synthetic_photo(i % 2, rng)) for i in range(3)], dtype=object)}
+    path = str(model_base / "pets" / "1")
+    plain = Servable.load("pets", 1, path)
+    configured = Servable.load("pets", 1, path, session_config=thread_config(1, 1))
+    session_config = configured.bundle._session._config  # what TensorFlow's Session was given
+    assert (session_config.intra_op_parallelism_threads, session_config.inter_op_parallelism_threads) == (1, 1)
+    assert_same_outputs(configured.run("serving_default", feed), plain.run("serving_default", feed), atol=0)
+
+
+def test_thread_counts_are_refused_when_negative_or_once_tensorflow_has_started():
+    import tensorflow as tf
+
+    from model_api.session_bundle import set_process_threads, thread_config
+
+    with pytest.raises(ValueError, match="must be >= 0"):
+        thread_config(-1, 0)
+    tf.constant(1.0) + 1  # the runtime has started: its pools are sized
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(RuntimeError, match="cannot be modified after initialization"):
+        set_process_threads(current + 1, 0)
