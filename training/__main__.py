@@ -31,15 +31,13 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, loops, phases, plans, report
+    from training import checkpoints, data_identity, decision, phases, plans, report
     from training import data as data_lib
     from training import model as model_lib
     from training.distribute import make_runtime
     from training.progress import say
 
     runtime = make_runtime(config.batch_size)
-    if config.dropout and runtime.shard.count > 1:  # before the data and the model, not in the first epoch
-        raise ConfigError(loops.DROPOUT_WITH_WORKERS)
     if config.export and runtime.is_chief:
         from training import export
 
@@ -50,7 +48,7 @@ def run(config: TrainConfig) -> dict:
     if config.restart:
         checkpoints.discard(work_dir)
         say(f"[restart] discarded the checkpoints in {work_dir}")
-    checkpoints.check_resumable(config, runtime.shard.count)  # a conflict stops the job before any work
+    checkpoints.check_resumable(config, runtime.shard.count)  # a changed setting stops the job before any work
     tf.io.gfile.makedirs(work_dir)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -63,9 +61,10 @@ def run(config: TrainConfig) -> dict:
         say(f"[data] {name}: {split.count} images{skipped}")
         for path, reason in split.skipped_files[:5]:
             say(f"[data]   skipped {path}: {reason}")
-    say(f"[data] classes: {', '.join(data.class_names)} (from {data.source})")
+    say(f"[data] classes: {', '.join(data.class_names)} (from {data.source}: {data_identity.describe(data.identity)})")
     if data.train.count == 0:
         raise data_lib.DataError("no decodable training images")
+    checkpoints.check_resumable(config, runtime.shard.count, data.identity.get("fingerprint"))  # changed content
 
     # 2. Model: MobileNetV2 pretrained on ImageNet + GlobalAveragePooling + Dense logits.
     with runtime.strategy.scope():
@@ -94,7 +93,9 @@ def run(config: TrainConfig) -> dict:
     for split_name, accuracies in by_tta.items():
         say(f"[report] {split_name} accuracy as served: "
             + ", ".join(f"--tta {tta} {accuracy:.4f}" for tta, accuracy in accuracies.items()))
-    say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f} in {r.seconds:.1f}s" for r in results))
+    say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f}, trained {r.train_seconds:.1f}s "
+                                f"({r.images_per_second:.0f} images/s)" for r in results)
+        + f"; served with --tta {config.tta}: test accuracy {_shown(decision.served_accuracy(metrics, config.tta))}")
     say(f"[report] wrote {work_dir}/metrics.json, curves.png, samples.png, model.keras; TensorBoard logs in {work_dir}/logs")
 
     # 6. Export: a versioned SavedModel taking raw image bytes, validated, then published.
@@ -105,6 +106,10 @@ def run(config: TrainConfig) -> dict:
         metrics["export"] = published
         report.write_metrics(work_dir, metrics)
     return metrics
+
+
+def _shown(accuracy: float | None) -> str:
+    return "not measured" if accuracy is None else f"{accuracy:.4f}"
 
 
 def main(argv=None) -> int:

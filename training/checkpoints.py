@@ -1,41 +1,39 @@
 """Resumable phases: a tf.train checkpoint after every epoch, and the rules for resuming.
 
-Keras' BackupAndRestore saves only the model's weights, so a resumed RMSprop would start
-from empty slot variables. Each phase keeps, in `<work>/checkpoints/<phase>/`, a
+Keras' BackupAndRestore is made for one `fit` over one model and one dataset; here each phase
+trains its own sub-model (the head on cached features, the top and head on the cached trunk,
+or the whole model) and every epoch is a new `fit` on that epoch's freshly shuffled dataset
+(training/loops.py), beside state Keras does not know (early stopping's best weights, the
+dropout's random state, the run's settings and timings). Each phase keeps, in `<work>/checkpoints/<phase>/`, a
 `tf.train.CheckpointManager` checkpoint `ckpt-<epoch>` of the full model and the optimizer
 (slots, iteration count, loss scale) after every epoch, and beside it `state-<epoch>.json`
-with the epoch history and the settings the phase ran with. TensorFlow writes a checkpoint
+with the epoch history, the seconds spent so far and the settings the phase ran with. TensorFlow writes a checkpoint
 completely before it updates the `checkpoint` index file, so a killed process leaves the
 previous checkpoint or the new one, never half of one.
 
 Resuming: the number of epochs of a phase may grow ("train 10 more") and the phase continues
 where it stopped. Any other change of a setting that alters the mathematics is a
-`ResumeConflict`: one line naming the settings, and how to start fresh.
+`ResumeConflict`: one line naming the settings, and how to start fresh. The data's content is one of
+those settings (its fingerprint, training/data_identity.py): a photo replaced in place is a change.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from training import storage
-from training.config import TrainConfig, local_data_dir
+from training import data_identity, storage
+from training.config import RUN, TrainConfig, data_flag, flag, settings
 
 # The phases' names: their checkpoint folders, metrics.json keys and progress-line prefixes.
 PHASES = FEATURE_EXTRACTION, FINE_TUNING = ("feature_extraction", "fine_tuning")
 PHASE_EPOCHS = {FEATURE_EXTRACTION: "epochs", FINE_TUNING: "fine_tune_epochs"}  # each phase's epoch count
-# Every setting that changes a phase's mathematics, except the epoch counts.
-RUN_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
-                "img_size", "batch_size", "shuffle_buffer", "augment", "weights", "learning_rate", "fine_tune_at",
-                "cache", "mixed_precision", "views", "dropout", "label_smoothing", "weight_decay", "lr_schedule",
-                "early_stopping_patience")
-# Settings added after work dirs existed: a stored run without one ran with its default.
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+DATA_FINGERPRINT = "data_fingerprint"  # the phase setting (and cache setting) that is the data's content
 
 
 class ResumeConflict(RuntimeError):
@@ -46,22 +44,23 @@ class ResumeConflict(RuntimeError):
 class Resumed:
     epoch: int = 0  # completed epochs, counted from the job's first epoch (fit's initial_epoch)
     history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # spent by earlier processes: cache, train, evaluate
 
 
 def phase_dir(work_dir: str, phase: str) -> str:
     return posixpath.join(work_dir, "checkpoints", phase)
 
 
-def phase_settings(config: TrainConfig, phase: str, workers: int) -> dict:
-    """What must match for `phase` to resume. Phase 2 also starts from phase 1's last epoch."""
-    settings = {name: getattr(config, name) for name in RUN_SETTINGS}
-    settings["workers"] = workers
+def phase_settings(config: TrainConfig, phase: str, workers: int, fingerprint: str | None) -> dict:
+    """What must match for `phase` to resume: the RUN settings, the number of workers and the data's
+    `fingerprint`. Phase 2 also starts from phase 1's last epoch."""
+    wanted = {**settings(config, RUN), "workers": workers, DATA_FINGERPRINT: fingerprint}
     if phase == FINE_TUNING:
-        settings["epochs"] = config.epochs
+        wanted["epochs"] = config.epochs
     if config.lr_schedule != "constant":  # the schedule spans the phase's epochs: more of them change every rate
         name = PHASE_EPOCHS[phase]
-        settings[name] = getattr(config, name)
-    return settings
+        wanted[name] = getattr(config, name)
+    return wanted
 
 
 def _latest(directory: str) -> tuple[int, str] | None:
@@ -83,23 +82,22 @@ def _read_state(directory: str) -> tuple[int, dict] | None:
         return latest[0], json.load(f)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _label(name: str, data_label: str) -> str:
+    return f"{data_label} content" if name == DATA_FINGERPRINT else flag(name)
 
 
-def _differences(stored: dict, wanted: dict) -> list[str]:
-    def there(k):
-        value = stored.get(k, _DEFAULTS.get(k))
-        # Work dirs from before data_dir was normalised hold it as typed (e.g. relative to the same cwd).
-        return local_data_dir(value) if k == "data_dir" and value else value
-    # A run stored before the epoch counts were recorded with a schedule cannot be checked for them.
-    unrecorded = {k for k in PHASE_EPOCHS.values() if k not in stored}
-    return [f"{_flag(k)} {there(k)!r} there, {wanted.get(k)!r} now"
-            for k in sorted((set(stored) | set(wanted)) - unrecorded) if there(k) != wanted.get(k)]
+def _shown(name: str, value) -> str:
+    return repr(data_identity.short(value) if name == DATA_FINGERPRINT and value else value)
 
 
-def check_resumable(config: TrainConfig, workers: int) -> None:
-    """Raise ResumeConflict before any work if the work dir's checkpoints cannot be continued."""
+def _differences(stored: dict, wanted: dict, data_label: str = "the data's") -> list[str]:
+    return [f"{_label(k, data_label)} {_shown(k, stored.get(k))} there, {_shown(k, wanted.get(k))} now"
+            for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+
+
+def check_resumable(config: TrainConfig, workers: int, fingerprint: str | None = None) -> None:
+    """Raise ResumeConflict if the work dir's checkpoints cannot be continued: before any work without the
+    data's `fingerprint` (its content is then not compared), and again once the data is read, with it."""
     first_epoch = {FEATURE_EXTRACTION: 0, FINE_TUNING: config.epochs}
     wanted_epochs = {phase: getattr(config, name) for phase, name in PHASE_EPOCHS.items()}
     fresh = "add --restart to discard it, or use a new --work-dir"
@@ -109,15 +107,23 @@ def check_resumable(config: TrainConfig, workers: int) -> None:
         if found is None:
             continue
         epoch, state = found
-        differences = _differences(state["settings"], phase_settings(config, phase, workers))
+        wanted = phase_settings(config, phase, workers, fingerprint)
+        stored = state["settings"]
+        if fingerprint is None:
+            stored, wanted = _without_fingerprint(stored), _without_fingerprint(wanted)
+        differences = _differences(stored, wanted, data_flag(config))
         if differences:
             raise ResumeConflict(f"{config.work_dir} holds a {phase} run with other settings "
                                  f"({'; '.join(differences)}): {fresh}")
         done = epoch - first_epoch[phase]
         if done > wanted_epochs[phase]:
-            flag = _flag(PHASE_EPOCHS[phase])
+            epochs_flag = flag(PHASE_EPOCHS[phase])
             raise ResumeConflict(f"{config.work_dir} holds a {phase} run that has already trained {done} epochs, "
-                                 f"more than {flag} {wanted_epochs[phase]}: ask for at least {done}, or {fresh}")
+                                 f"more than {epochs_flag} {wanted_epochs[phase]}: ask for at least {done}, or {fresh}")
+
+
+def _without_fingerprint(phase_settings_: dict) -> dict:
+    return {k: v for k, v in phase_settings_.items() if k != DATA_FINGERPRINT}
 
 
 def discard(work_dir: str) -> None:
@@ -149,12 +155,13 @@ class PhaseCheckpoint:
             raise ResumeConflict(f"{self.directory} holds a run with other settings ({'; '.join(differences)})")
         self.optimizer.build(trainable_variables)  # so that the slots exist to be restored into
         self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
-        return Resumed(epoch=epoch, history=state["history"])
+        return Resumed(epoch=epoch, history=state["history"], seconds=state["seconds"])
 
-    def save(self, epoch: int, history: dict) -> None:
+    def save(self, epoch: int, history: dict, seconds: dict) -> None:
+        """`seconds`: cache, train and evaluate time of the phase so far, over every process."""
         tf.io.gfile.makedirs(self.directory)
         storage.replace_json(_state_path(self.directory, epoch),
-                             {"epoch": epoch, "history": history, "settings": self.settings})
+                             {"epoch": epoch, "history": history, "seconds": seconds, "settings": self.settings})
         self._manager.save(checkpoint_number=epoch)  # the index update is the commit point
         for name in tf.io.gfile.listdir(self.directory):
             match = re.fullmatch(r"state-(\d+)\.json", name)
@@ -163,14 +170,15 @@ class PhaseCheckpoint:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the phase's checkpoint at the end of every epoch, with the history so far."""
+    """Saves the phase's checkpoint at the end of every epoch, with the history and `seconds()` so far."""
 
-    def __init__(self, checkpoint: PhaseCheckpoint, history: dict):
+    def __init__(self, checkpoint: PhaseCheckpoint, history: dict, seconds: Callable[[], dict]):
         super().__init__()
         self.checkpoint = checkpoint
         self.history = history
+        self.seconds = seconds
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
-        self.checkpoint.save(epoch + 1, self.history)
+        self.checkpoint.save(epoch + 1, self.history, self.seconds())

@@ -42,80 +42,97 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# What a setting affects, tagged once on its field (`affects=`); every list of settings derives from the tags.
+RUN = "run"                    # a phase's mathematics: resuming refuses a change (training/checkpoints.py)
+CACHE = "cache"                # the cached frozen outputs: another value recomputes them (training/plans.py)
+TRAINED = "trained"            # model.keras and its test images: export-model must be given the trained value
+FOLDER_SPLIT = "folder split"  # which images an image folder's test split holds (the model card's "split")
+TFDS_SPLIT = "tfds split"      # which images a TFDS dataset's test split holds
+TFDS_ONLY = "tfds"             # `only=`: the setting means nothing with --data-dir
+FOLDER_ONLY = "folder"         # `only=`: the setting means nothing without --data-dir
+FOLDER_FRACTIONS = (0.8, 0.1, 0.1)  # an image folder's train/validation/test split
+
+
 def _opt(help_text: str, **extra):
-    return field(default=extra.pop("default", None), metadata={"help": help_text, **extra})
+    return _setting(extra.pop("default", None), help_text, **extra)
+
+
+def _setting(default, help_text: str, affects=(), only: str | None = None):
+    return field(default=default, metadata={"help": help_text, "affects": frozenset(affects), "only": only})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data -----------------------------------------------------------------------------
-    dataset: str = field(default="cats_vs_dogs", metadata={
-        "help": "TFDS image-classification dataset name (ignored when --data-dir is given)."})
+    dataset: str = _setting("cats_vs_dogs", "TFDS image-classification dataset name (ignored when --data-dir is given).",
+                            affects={RUN, CACHE, TRAINED}, only=TFDS_ONLY)
     data_dir: Optional[str] = _opt("Folder with one sub-folder of images per class (2 or more); "
-                                   "replaces --dataset. Split 80/10/10 with --seed.")
-    tfds_data_dir: Optional[str] = _opt("TFDS data directory (a cache volume); TFDS's default if unset.")
-    train_split: str = field(default="train[:80%]", metadata={"help": "TFDS split for training."})
-    validation_split: str = field(default="train[80%:90%]", metadata={"help": "TFDS split for validation."})
-    test_split: str = field(default="train[90%:]", metadata={"help": "TFDS split for the test."})
-    max_images: int = field(default=0, metadata={
-        "help": "Use at most this many images of the whole dataset before splitting (0 = all); for quick runs."})
-    seed: int = field(default=1337, metadata={"help": "Seed of the data split, shuffling and initialisation."})
+                                   "replaces --dataset. Split 80/10/10 with --seed.",
+                                   affects={RUN, CACHE, TRAINED}, only=FOLDER_ONLY)
+    tfds_data_dir: Optional[str] = _opt("TFDS data directory (a cache volume); TFDS's default if unset.",
+                                        only=TFDS_ONLY)
+    train_split: str = _setting("train[:80%]", "TFDS split for training.",
+                                affects={RUN, CACHE, TRAINED, TFDS_SPLIT}, only=TFDS_ONLY)
+    validation_split: str = _setting("train[80%:90%]", "TFDS split for validation.",
+                                     affects={RUN, CACHE, TRAINED, TFDS_SPLIT}, only=TFDS_ONLY)
+    test_split: str = _setting("train[90%:]", "TFDS split for the test.",
+                               affects={RUN, CACHE, TRAINED, TFDS_SPLIT}, only=TFDS_ONLY)
+    max_images: int = _setting(0, "Use at most this many images of the whole dataset before splitting (0 = all); "
+                                  "for quick runs.", affects={RUN, CACHE, TRAINED, FOLDER_SPLIT, TFDS_SPLIT})
+    seed: int = _setting(1337, "Seed of the data split, shuffling and initialisation.",
+                         affects={RUN, CACHE, TRAINED, FOLDER_SPLIT})
     # --- preprocessing ---------------------------------------------------------------------
-    img_size: int = field(default=160, metadata={"help": "Square input size in pixels (tutorial: 160)."})
-    batch_size: int = field(default=32, metadata={"help": "Global batch size (tutorial: 32)."})
-    shuffle_buffer: int = field(default=1000, metadata={"help": "Shuffle buffer (tutorial: 1000)."})
-    augment: bool = field(default=False, metadata={
-        "help": "Random flip and rotation as in the newer tutorial; trains end to end (no caches)."})
-    views: str = field(default="identity", metadata={
-        "help": "Augmentation that keeps the caches: each epoch trains every image in one of these views, drawn "
-                "with the epoch's seed (comma list of identity, flip, zoom, zoom-flip; e.g. identity,flip). Each "
-                "view's frozen outputs are computed once."})
+    img_size: int = _setting(160, "Square input size in pixels (tutorial: 160).", affects={RUN, CACHE, TRAINED})
+    batch_size: int = _setting(32, "Global batch size (tutorial: 32).", affects={RUN, CACHE})
+    shuffle_buffer: int = _setting(1000, "Shuffle buffer (tutorial: 1000).", affects={RUN})
+    augment: bool = _setting(False, "Random flip and rotation as in the newer tutorial; trains end to end (no caches).",
+                             affects={RUN})
+    views: str = _setting(
+        "identity", "Augmentation that keeps the caches: each epoch trains every image in one of these views, drawn "
+                    "with the epoch's seed (comma list of identity, flip, zoom, zoom-flip; e.g. identity,flip). Each "
+                    "view's frozen outputs are computed once.", affects={RUN})  # each view has its own caches
     # --- model -----------------------------------------------------------------------------
-    weights: str = field(default="imagenet", metadata={
-        "help": "'imagenet' (downloaded by Keras), 'none' (random), or a path to a Keras weights file "
-                "for MobileNetV2(include_top=False)."})
+    weights: str = _setting("imagenet", "'imagenet' (downloaded by Keras), 'none' (random), or a path to a Keras "
+                                        "weights file for MobileNetV2(include_top=False).", affects={RUN, CACHE})
     # --- phases ----------------------------------------------------------------------------
-    learning_rate: float = field(default=1e-4, metadata={"help": "RMSprop learning rate of phase 1; phase 2 uses a tenth."})
-    epochs: int = field(default=10, metadata={"help": "Phase 1 (feature extraction) epochs."})
-    fine_tune_epochs: int = field(default=10, metadata={"help": "Phase 2 (fine-tuning) epochs; 0 skips phase 2."})
-    fine_tune_at: int = field(default=100, metadata={"help": "Unfreeze the base from this layer index in phase 2."})
-    dropout: float = field(default=0.0, metadata={
-        "help": "Dropout rate before the head in training steps (the newer tutorial: 0.2); 0 = none."})
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the cross-entropy (0 = none)."})
-    weight_decay: float = field(default=0.0, metadata={
-        "help": "Decoupled weight decay of RMSprop (Keras' weight_decay: w -= lr * decay * w each step); 0 = none."})
-    lr_schedule: str = field(default="constant", metadata={
-        "help": "Learning rate within each phase: constant, cosine (to ~0 at the phase's end), or step "
-                "(x0.1 after half the phase's epochs, x0.01 after three quarters)."})
-    early_stopping_patience: int = field(default=0, metadata={
-        "help": "Stop a phase after this many epochs without a lower validation loss and restore its best "
-                "epoch's weights (0 = off: every epoch, the last weights)."})
-    recipe: str = field(default="tutorial", metadata={
-        "help": "A named set of the flags above (training/config.py RECIPES: tutorial); explicit flags and "
-                "TRAIN_* variables override its values."})
-    cache: bool = field(default=True, metadata={
-        "help": "Train on cached frozen-base outputs (same mathematics, less work); --no-cache runs end to end."})
-    mixed_precision: bool = field(default=False, metadata={"help": "mixed_float16 compute (GPUs with tensor cores)."})
+    learning_rate: float = _setting(1e-4, "RMSprop learning rate of phase 1; phase 2 uses a tenth.", affects={RUN})
+    epochs: int = _setting(10, "Phase 1 (feature extraction) epochs.")  # may grow on resume (checkpoints.py)
+    fine_tune_epochs: int = _setting(10, "Phase 2 (fine-tuning) epochs; 0 skips phase 2.")
+    fine_tune_at: int = _setting(100, "Unfreeze the base from this layer index in phase 2.",
+                                 affects={RUN})  # the caches' names hold the cut it implies
+    dropout: float = _setting(0.0, "Dropout rate before the head in training steps (the newer tutorial: 0.2); 0 = none.",
+                              affects={RUN})
+    label_smoothing: float = _setting(0.0, "Label smoothing of the cross-entropy (0 = none).", affects={RUN})
+    weight_decay: float = _setting(0.0, "Decoupled weight decay of RMSprop (Keras' weight_decay: w -= lr * decay * w "
+                                        "each step); 0 = none.", affects={RUN})
+    lr_schedule: str = _setting(
+        "constant", "Learning rate within each phase: constant, cosine (to ~0 at the phase's end), or step "
+                    "(x0.1 after half the phase's epochs, x0.01 after three quarters).", affects={RUN})
+    early_stopping_patience: int = _setting(
+        0, "Stop a phase after this many epochs without a lower validation loss and restore its best "
+           "epoch's weights (0 = off: every epoch, the last weights).", affects={RUN})
+    recipe: str = _setting("tutorial", "A named set of the flags above (training/config.py RECIPES: tutorial); explicit "
+                                       "flags and TRAIN_* variables override its values.")  # its values are tagged
+    cache: bool = _setting(True, "Train on cached frozen-base outputs (same mathematics, less work); --no-cache runs "
+                                 "end to end.", affects={RUN})
+    mixed_precision: bool = _setting(False, "mixed_float16 compute (GPUs with tensor cores).", affects={RUN, CACHE})
     # --- outputs ---------------------------------------------------------------------------
-    work_dir: str = field(default="work", metadata={
-        "help": "Everything the run writes: metrics, figures, checkpoints, logs, caches."})
-    restart: bool = field(default=False, metadata={
-        "help": "Discard the work dir's checkpoints and train from the first epoch (caches that still match "
-                "the settings are kept)."})
-    export: bool = field(default=True, metadata={"help": "Export and publish a SavedModel at the end."})
-    model_base_path: str = field(default="models", metadata={"help": "TF Serving base path to publish into."})
+    work_dir: str = _setting("work", "Everything the run writes: metrics, figures, checkpoints, logs, caches.")
+    restart: bool = _setting(False, "Discard the work dir's checkpoints and train from the first epoch (caches that "
+                                    "still match the settings are kept).")
+    export: bool = _setting(True, "Export and publish a SavedModel at the end.")
+    model_base_path: str = _setting("models", "TF Serving base path to publish into.")
     model_name: Optional[str] = _opt("Model name under the base path (default: the dataset's or data folder's name).")
-    version: int = field(default=0, metadata={"help": "Version to publish (0 = next after the highest present)."})
-    min_accuracy: float = field(default=0.0, metadata={"help": "Gate: the lowest test accuracy that may be published."})
-    max_regression: float = field(default=0.01, metadata={
-        "help": "Gate: the most test accuracy may drop below the newest published version's."})
-    force: bool = field(default=False, metadata={"help": "Publish even when the accuracy gate fails (says so)."})
-    keep: int = field(default=0, metadata={"help": "After publishing keep only the newest N versions (0 = keep all)."})
+    version: int = _setting(0, "Version to publish (0 = next after the highest present).")
+    min_accuracy: float = _setting(0.0, "Gate: the lowest test accuracy that may be published (as served, with --tta).")
+    max_regression: float = _setting(0.01, "Gate: the most test accuracy may drop below the newest published "
+                                           "version's.")
+    force: bool = _setting(False, "Publish even when the accuracy gate fails (says so).")
+    keep: int = _setting(0, "After publishing keep only the newest N versions (0 = keep all).")
     serving_config: Optional[str] = _opt("TF Serving models.config whose version labels --keep must never remove.")
-    max_pixels: int = field(default=40_000_000, metadata={"help": "Largest decoded image the signature accepts."})
-    tta: str = field(default="none", metadata={
-        "help": "Test-time augmentation inside the exported signature: 'none', or 'flip' (average the logits "
-                "of the image and its horizontal mirror)."})
+    max_pixels: int = _setting(40_000_000, "Largest decoded image the signature accepts.")
+    tta: str = _setting("none", "Test-time augmentation inside the exported signature: 'none', or 'flip' (average "
+                                "the logits of the image and its horizontal mirror).")
 
     @property
     def fine_tune_learning_rate(self) -> float:
@@ -138,6 +155,58 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def settings_affecting(kind: str) -> tuple[str, ...]:
+    """The names of the settings tagged as affecting `kind` (RUN, CACHE, TRAINED, FOLDER_SPLIT, TFDS_SPLIT)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if kind in f.metadata["affects"])
+
+
+def _applies(f: dataclasses.Field, config: TrainConfig) -> bool:
+    only = f.metadata["only"]
+    return only is None or (only == FOLDER_ONLY) == bool(config.data_dir)
+
+
+def settings(config: TrainConfig, kind: str) -> dict:
+    """{name: value} of the settings affecting `kind` that mean something for this data source."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
+            if kind in f.metadata["affects"] and _applies(f, config)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def data_flag(config: TrainConfig) -> str:
+    """The flag that names the data: --data-dir or --dataset."""
+    return flag("data_dir") if config.data_dir else flag("dataset")
+
+
+def split_description(config: TrainConfig) -> dict:
+    """What identifies the test split, so that accuracies are compared only like for like (the model
+    card's "split"; JSON-ready: the fractions are a list, as the card holds them)."""
+    if config.data_dir:
+        return {"kind": "folder", "fractions": list(FOLDER_FRACTIONS), **settings(config, FOLDER_SPLIT)}
+    return {"kind": "tfds", **{name.removesuffix("_split"): value
+                               for name, value in settings(config, TFDS_SPLIT).items()}}
+
+
+def check_matches_training(config: TrainConfig, metrics: dict, metrics_path: str,
+                           identity: dict | None = None) -> None:
+    """export-model: one line naming each TRAINED setting that differs from the run's metrics.json (a model
+    trained at 224 px exported with a 160-px signature would pass the gate, whose reference uses 160 too;
+    another --test-split would publish a card for a split that was never tested), and, given the data's
+    `identity` as loaded now (training/data_identity.py), refuse data changed since it was tested."""
+    trained = metrics.get("config", {})
+    names = [name for name, value in settings(config, TRAINED).items() if name in trained and value != trained[name]]
+    if names:
+        differences = ", ".join(f"{flag(name)} {getattr(config, name)} (trained: {trained[name]})" for name in names)
+        raise ConfigError(f"{differences} differ from the trained run's {metrics_path}: "
+                          "give export-model the training job's flags")
+    tested = ((metrics.get("data") or {}).get("identity") or {}).get("fingerprint")
+    if identity is not None and identity.get("fingerprint") != tested:
+        raise ConfigError(f"{data_flag(config)} content changed since it was tested: fingerprint {tested} in "
+                          f"{metrics_path}, {identity.get('fingerprint')} now; train again on the data as it is")
 
 
 def _env_name(field_name: str) -> str:

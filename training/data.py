@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 
 from model_api.image_folder import FolderError, read_image_folder
-from training import storage
-from training.config import TrainConfig
+from training import data_identity, storage
+from training.config import FOLDER_FRACTIONS, TrainConfig
 from training.preprocess import decode_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
-SPLIT_NAMES = ("train", "validation", "test")
-FOLDER_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 class DataError(RuntimeError):
@@ -41,6 +39,7 @@ class Datasets:
     test: Split
     class_names: list[str]
     source: str  # "tfds:<name>" or the data folder
+    identity: dict = field(default_factory=dict)  # what the data is, by content (training/data_identity.py)
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -102,12 +101,13 @@ def subsample(files: list[tuple[str, int]], max_images: int, seed: int) -> list[
 
 def load_image_folder(data_dir: str, seed: int = 1337, max_images: int = 0) -> Datasets:
     class_names, files = list_image_folder(data_dir)
+    identity = data_identity.folder_identity(data_dir, class_names, files)  # the whole folder, as listed
     if max_images and max_images < len(files):
         files = subsample(files, max_images, seed)
     parts = stratified_split(files, seed)
     splits = [_folder_split(part) for part in parts]
     return Datasets(*splits, class_names=class_names,
-                    source=os.path.abspath(data_dir) if storage.is_local(data_dir) else data_dir)
+                    source=os.path.abspath(data_dir) if storage.is_local(data_dir) else data_dir, identity=identity)
 
 
 def _read_and_decode(path, label):
@@ -186,7 +186,8 @@ def load_tfds(config: TrainConfig) -> Datasets:
             ds = ds.take(count)
         ds = ds.map(_to_rgb_uint8, num_parallel_calls=AUTOTUNE)
         splits.append(Split(images=ds, count=count))
-    return Datasets(*splits, class_names=class_names, source=f"tfds:{name}")
+    return Datasets(*splits, class_names=class_names, source=f"tfds:{name}",
+                    identity=data_identity.tfds_identity(builder.info))
 
 
 def _is_prepared(builder) -> bool:

@@ -1,11 +1,11 @@
-"""What a test accuracy was measured on, identified by content rather than by location.
+"""The data's one identity, by content rather than by location: computed once by training/data.py,
+stored in metrics.json, the cache markers, the phase checkpoints and the model card.
 
-The regression gate compares a new version's test accuracy with the newest published
-one's only when both were tested on the same data and split. A data folder is identified
-by a fingerprint of its file list: each file's path relative to the folder (the class is
-its first component), its size and the SHA-256 of its bytes, so the same photos mounted
-at another path (or copied to a bucket) are recognised and a changed photo is not.
-A TFDS dataset is identified by its name, config and version.
+A data folder is identified by a fingerprint of its file list: each file's path relative to
+the folder (the class is its first component), its size and the SHA-256 of its bytes, so the
+same photos mounted at another path (or copied to a bucket) are recognised and a photo replaced
+in place is not. A TFDS dataset is identified by its name, config and version (TFDS publishes a
+changed dataset under a new version) and, when its info records them, its download checksums.
 """
 from __future__ import annotations
 
@@ -15,15 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
 
-from training.config import TrainConfig
-
 _CHUNK = 1 << 20
-
-
-def identify(config: TrainConfig) -> dict:
-    if config.data_dir:
-        return folder_identity(config.data_dir)
-    return tfds_identity(config.dataset, config.tfds_data_dir)
 
 
 def _relative(path: str, root: str) -> str:
@@ -43,11 +35,8 @@ def file_digest(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def folder_identity(data_dir: str) -> dict:
-    """The fingerprint of every file training/data.py lists in `data_dir` (its own listing)."""
-    from training.data import list_image_folder
-
-    class_names, files = list_image_folder(data_dir)
+def folder_identity(data_dir: str, class_names: list[str], files: list[tuple[str, int]]) -> dict:
+    """The fingerprint of every file of the folder's listing (training/data.py list_image_folder)."""
     listing = sorted((_relative(path, data_dir), path) for path, _ in files)
     fingerprint = hashlib.sha256()
     total = 0
@@ -55,21 +44,41 @@ def folder_identity(data_dir: str) -> dict:
         for (relative, _), (content, size) in zip(listing, pool.map(file_digest, [path for _, path in listing])):
             fingerprint.update(f"{relative}\t{size}\t{content}\n".encode())
             total += size
-    return {"kind": "folder", "classes": class_names, "files": len(files), "bytes": total,
+    return {"kind": "folder", "classes": list(class_names), "files": len(files), "bytes": total,
             "fingerprint": "sha256:" + fingerprint.hexdigest()}
 
 
-def tfds_identity(dataset: str, tfds_data_dir: str | None = None) -> dict:
-    import tensorflow_datasets as tfds
-
-    info = tfds.builder(dataset, data_dir=tfds_data_dir).info
-    return {"kind": "tfds", "name": info.name, "version": str(info.version),
-            "fingerprint": f"tfds:{info.full_name}"}
+def tfds_identity(info) -> dict:
+    """A TFDS builder's `info`: name, version and, when recorded, a digest of its download checksums."""
+    identity = {"kind": "tfds", "name": info.name, "version": str(info.version),
+                "fingerprint": f"tfds:{info.full_name}"}
+    checksums = getattr(info, "download_checksums", None) or {}
+    if checksums:
+        lines = "".join(f"{url}\t{checksum}\n" for url, checksum in sorted(checksums.items()))
+        identity["checksums"] = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    return identity
 
 
 def describe(identity: dict | None) -> str:
     if not identity:
         return "no data fingerprint"
     if identity.get("kind") == "folder":
-        return f"folder of {identity.get('files')} files, {identity.get('fingerprint', '?')[:19]}…"
+        return f"folder of {identity.get('files')} files, {short(identity.get('fingerprint'))}"
     return identity.get("fingerprint", "unknown data")
+
+
+def short(fingerprint: str | None) -> str:
+    """`sha256:` and the first 12 hex digits: enough to tell two folders apart in one line."""
+    return f"{fingerprint[:19]}…" if fingerprint and len(fingerprint) > 19 else str(fingerprint)
+
+
+def identify(config) -> dict:
+    """The data's identity as it is now, read again. Only export.py calls it, until its model card takes the
+    identity the run was tested on (metrics.json's data.identity, from training/data.py)."""
+    from training.data import list_image_folder
+
+    if config.data_dir:
+        return folder_identity(config.data_dir, *list_image_folder(config.data_dir))
+    import tensorflow_datasets as tfds
+
+    return tfds_identity(tfds.builder(config.dataset, data_dir=config.tfds_data_dir).info)

@@ -2,8 +2,9 @@
 
 Two classes use the tutorial's single logit (Dense(1), BinaryCrossentropy from logits,
 class 1 iff logit > 0, p(class 1) = sigmoid(logit)); N classes use N logits with the sparse
-categorical loss, argmax and softmax. Training (Keras fit and the multi-worker loop), the
-exported signature and the report all import these, so they cannot disagree.
+categorical loss, argmax and softmax. With `--tta flip` the served logits are the mean of the
+image's and its horizontal mirror's. Training (Keras fit and the multi-worker loop), the
+exported signature, the report, the model card and the gate all import these, so they cannot disagree.
 """
 from __future__ import annotations
 
@@ -81,3 +82,40 @@ def probabilities_from_logits(logits) -> np.ndarray:
         return np.stack([1 - p, p], axis=1)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+# --- test-time augmentation: what the signature serves -------------------------------------------------
+
+def mirror(images: tf.Tensor) -> tf.Tensor:
+    """The horizontal mirror of an image [H, W, C] or a batch [N, H, W, C] (the width is axis -2); the
+    tutorial's RandomFlip("horizontal") and the --views flip."""
+    return tf.reverse(images, axis=[-2])
+
+
+def combine_tta(logits: tf.Tensor, mirrored_logits: tf.Tensor | None, tta: str) -> tf.Tensor:
+    """The served logits from those of the images and (for tta="flip") of their mirrors."""
+    if tta == "flip":
+        return (logits + mirrored_logits) / 2.0
+    return logits
+
+
+def served_logits(model, images: tf.Tensor, tta: str = "none") -> tf.Tensor:
+    """float32 logits of preprocessed images as the signature serves them: with tta="flip" the model runs
+    once, on the images and their mirrors as one batch, and each image's two logits are averaged."""
+    if tta != "flip":
+        return tf.cast(model(images, training=False), tf.float32)
+    both = tf.cast(model(tf.concat([images, mirror(images)], axis=0), training=False), tf.float32)
+    logits, mirrored = tf.split(both, 2, axis=0)
+    return combine_tta(logits, mirrored, tta)
+
+
+def served_accuracy(metrics: dict, tta: str, split: str = "test") -> float | None:
+    """The accuracy of the model as served with `tta` on `split`, from a run's metrics.json (its
+    accuracy_by_tta, training/report.py): what the model card states and the gate checks. A run without
+    accuracy_by_tta gives its last phase's accuracy for tta "none" (the Keras model is what is served)
+    and None otherwise (not measured)."""
+    by_tta = (metrics.get("accuracy_by_tta") or {}).get(split)
+    if by_tta is not None:
+        return by_tta.get(tta)
+    phases = list((metrics.get("phases") or {}).values())
+    return phases[-1].get(f"{split}_accuracy") if tta == "none" and phases else None

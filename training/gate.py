@@ -1,8 +1,9 @@
 """The validation gate a version must pass before it is published.
 
-1. accuracy: the test accuracy meets --min-accuracy and does not regress by more than
+1. accuracy: the test accuracy as served (with the export's --tta: decision.served_accuracy,
+   the figure the model card states) meets --min-accuracy and does not regress by more than
    --max-regression from the newest published version tested on the same data (identified
-   by content, training/data_identity.py) and split;
+   by content when the run loaded it, training/data_identity.py) and split;
 2. servable: the staged SavedModel is loaded the way TF Serving loads it, as a
    SavedModelBundle in a Session with its init op run (model_api/session_bundle.py), not by
    TF2 object loading; every warmup record is replayed feeding and fetching the
@@ -23,7 +24,8 @@ from model_api.tf_errors import clean_tf_message
 from model_api.versions import join, list_versions
 from model_api.warmup import WarmupError, read_predict_requests
 from training import data_identity, storage
-from training.decision import probabilities_from_logits
+from training.config import TrainConfig, split_description
+from training.decision import probabilities_from_logits, served_accuracy
 
 PARITY_TOLERANCE = 1e-4
 
@@ -47,6 +49,15 @@ class Gate:
     split: dict = field(default_factory=dict)
     warmup_images: list = field(default_factory=list)  # encoded images classified for parity
     reference_logits: np.ndarray | None = None  # the Keras model's logits on them
+
+
+def for_run(config: TrainConfig, metrics: dict, **servable) -> Gate:
+    """The gate of a trained run: its test accuracy as served with config.tta, on the data it was
+    tested on (metrics.json's data.identity) and its split; `servable`: warmup_images, reference_logits."""
+    return Gate(test_accuracy=served_accuracy(metrics, config.tta), min_accuracy=config.min_accuracy,
+                max_regression=config.max_regression, force=config.force,
+                data_identity=(metrics.get("data") or {}).get("identity") or {}, split=split_description(config),
+                **servable)
 
 
 def _reason(err: BaseException, limit: int = 300) -> str:

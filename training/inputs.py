@@ -5,7 +5,7 @@ epoch's order is a function of (seed, epoch) alone: the shuffle of epoch `e` is 
 `epoch_seed(seed, e)` and does not reshuffle, so a job resumed at epoch `e` sees exactly the
 batches an uninterrupted job would (tests/training/test_resume.py). A shuffle depends only on
 the element count, the buffer size and the seed, so images and their cached outputs, stored
-in the same order, come out in the same order too (tests/training/test_inputs.py).
+in the same order, come out in the same order too (tests/training/test_phases.py).
 """
 from __future__ import annotations
 

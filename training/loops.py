@@ -3,7 +3,9 @@
 One epoch at a time because each epoch's batches come from `train_batches(epoch)` (see
 training/inputs.py: the order depends on (seed, epoch) only, so a resumed job trains on the
 same batches as an uninterrupted one). Both loops call the same Keras callbacks with the same
-logs as `Model.fit` would: checkpoints, progress lines and TensorBoard behave the same.
+logs as `Model.fit` would: checkpoints, progress lines and TensorBoard behave the same. Each
+loop adds its training and its evaluating (the epochs' validation included) to a Stopwatch
+apart, so throughput is measured on training alone.
 """
 from __future__ import annotations
 
@@ -12,36 +14,39 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from training import regularization
 from training.multiworker_loop import MultiWorkerLoop, is_multi_worker
-
-DROPOUT_WITH_WORKERS = ("--dropout is not supported with several workers yet (the multi-worker loop runs the model "
-                        "in inference mode); train without it")
+from training.progress import Stopwatch
 
 
 class KerasLoop:
-    """Keras' own fit and evaluate, one epoch per call."""
+    """Keras' own fit and evaluate, one epoch per call (the validation after fit, as fit itself runs it)."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, clock: Stopwatch | None = None):
         self.model = model
+        self.clock = clock or Stopwatch()
 
     def train_epoch(self, train_batches: tf.data.Dataset, validation_batches=None) -> dict:
-        history = self.model.fit(train_batches, validation_data=validation_batches, epochs=1, verbose=0,
-                                 shuffle=False)  # the batches are already shuffled (seeded)
-        return {key: float(values[-1]) for key, values in history.history.items()}
+        with self.clock.timing("train"):
+            history = self.model.fit(train_batches, epochs=1, verbose=0,
+                                     shuffle=False)  # the batches are already shuffled (seeded)
+        logs = {key: float(values[-1]) for key, values in history.history.items()}
+        if validation_batches is not None:
+            loss, accuracy = self.evaluate(validation_batches)
+            logs.update(val_loss=loss, val_accuracy=accuracy)
+        return logs
 
     def evaluate(self, batches: tf.data.Dataset) -> tuple[float, float]:
-        values = self.model.evaluate(batches, verbose=0, return_dict=True)
+        with self.clock.timing("evaluate"):
+            values = self.model.evaluate(batches, verbose=0, return_dict=True)
         return float(values["loss"]), float(values["accuracy"])
 
 
-def make_loop(model: keras.Model, num_classes: int, global_batch_size: int, label_smoothing: float = 0.0):
+def make_loop(model: keras.Model, num_classes: int, global_batch_size: int, label_smoothing: float = 0.0,
+              clock: Stopwatch | None = None):
     strategy = tf.distribute.get_strategy()
     if is_multi_worker(strategy):
-        if regularization.random_state(model):
-            raise ValueError(DROPOUT_WITH_WORKERS)  # the job refuses it before any work; this guards direct callers
-        return MultiWorkerLoop(model, num_classes, global_batch_size, strategy, label_smoothing)
-    return KerasLoop(model)
+        return MultiWorkerLoop(model, num_classes, global_batch_size, strategy, label_smoothing, clock)
+    return KerasLoop(model, clock)
 
 
 def fit_epochs(loop, train_batches: Callable[[int], tf.data.Dataset], validation_batches, initial_epoch: int,

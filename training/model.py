@@ -7,8 +7,8 @@ The parts have one name each, used everywhere in training/:
 - base:  MobileNetV2 without its classifier, ImageNet weights (the tutorial's `base_model`).
 - pool:  GlobalAveragePooling2D over the base's last feature map; its output is the image's
          1280-d *features*.
-- dropout: optional (`--dropout`), between pool and head; drops only in training steps
-         (training/regularization.py HeadDropout). Absent by default, as in the tutorial.
+- dropout: optional (`--dropout`), between pool and head: Keras' own Dropout, which drops in
+         training steps only. Absent by default, as in the tutorial.
 - head:  the Dense logits layer (the tutorial's `prediction_layer`); sizes and loss in
          training/decision.py.
 - cut:   the index of the base layer where the base splits in two for caching
@@ -23,11 +23,11 @@ As in TensorFlow's transfer-learning tutorial, the base runs in inference mode
 (`base(x, training=False)`) so its BatchNormalization layers keep their ImageNet
 statistics when they are unfrozen for fine-tuning. Keras 3's functional models override an
 inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
-a fine-tuning step changed block_16_project_BN's moving mean). `InferenceModeModel` fixes
-that by calling every layer with `training=False`; BN gamma/beta stay trainable, as in the
-tutorial (1,862,721 trainable parameters in phase 2). The one layer that must know it is in a
-training step, the optional dropout, learns it from `regularization.training_step` instead of
-the `training` argument; augmentation runs in tf.data.
+a fine-tuning step changed block_16_project_BN's moving mean). So the full model calls the
+base's layers through an `InferenceModeModel` of the same name (as do the trunk and top cut
+from it), which calls them with `training=False` whatever it is called with; BN gamma/beta stay trainable, as in the tutorial (1,862,721
+trainable parameters in phase 2). Everything above the base is a stock Keras model, so fit's
+`training=True` reaches the optional dropout; augmentation runs in tf.data.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from training import decision, regularization
+from training import decision
 
 
 class WeightsUnavailable(RuntimeError):
@@ -46,15 +46,20 @@ class WeightsUnavailable(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="transfer")
 class InferenceModeModel(keras.Model):
-    """A functional Keras model whose every call runs its layers in inference mode.
+    """A functional Keras model whose every call runs its layers in inference mode: the part of the
+    network whose BatchNormalization statistics must stay fixed (the base; the trunk and top cut from it).
 
-    Keras' own train_step (loss scaling under mixed precision, the loss reduction under
-    tf.distribute, metrics) stays untouched: only the forward pass ignores `training=True`.
+    It overrides `call` only: Keras' own train_step (loss scaling under mixed precision, the loss
+    reduction under tf.distribute, metrics) is untouched, and its variables train as any others.
     """
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        with regularization.training_step(bool(training)):  # fit's train step: training=True
-            return super().call(inputs, training=False, mask=mask, **kwargs)
+        return super().call(inputs, training=False, mask=mask, **kwargs)
+
+
+def in_inference_mode(model: keras.Model, name: str | None = None) -> InferenceModeModel:
+    """The same layers (and so the same weights) as `model`, always run in inference mode."""
+    return InferenceModeModel(model.input, model.output, name=name or model.name)
 
 
 @dataclass
@@ -62,11 +67,11 @@ class Classifier:
     """The full model and the named parts each phase trains."""
 
     model: keras.Model        # images [-1, 1] -> logits
-    base: keras.Model         # MobileNetV2 without top
+    base: keras.Model         # MobileNetV2 without top (the full model runs its layers in inference mode)
     pool: keras.layers.Layer  # GlobalAveragePooling2D
     head: keras.layers.Layer  # Dense(1) for 2 classes, Dense(N) otherwise
     num_classes: int
-    dropout: keras.layers.Layer | None = None  # HeadDropout before the head, or none
+    dropout: keras.layers.Layer | None = None  # keras.layers.Dropout before the head, or none
 
     def logits(self, features):
         """features -> (dropout) -> head: the part above the pool, in every model that trains the head."""
@@ -116,10 +121,11 @@ def build_classifier(num_classes: int, img_size: int, weights: str, dropout: flo
     # The head stays float32 under mixed precision so logits and losses are exact enough.
     head = keras.layers.Dense(decision.head_units(num_classes), name="logits", dtype="float32")
     classifier = Classifier(model=None, base=base, pool=pool, head=head, num_classes=num_classes,
-                            dropout=regularization.HeadDropout(dropout, seed, name="dropout") if dropout else None)
+                            dropout=keras.layers.Dropout(dropout, seed=seed, name="dropout") if dropout else None)
     inputs = keras.Input((img_size, img_size, 3), name="images")
-    outputs = classifier.logits(pool(base(inputs, training=False)))
-    classifier.model = InferenceModeModel(inputs, outputs, name="transfer_mobilenet_v2")
+    # The base's layers, called in inference mode whatever the training flag: their BN statistics stay ImageNet's.
+    outputs = classifier.logits(pool(in_inference_mode(base)(inputs)))
+    classifier.model = keras.Model(inputs, outputs, name="transfer_mobilenet_v2")
     return classifier
 
 
@@ -182,8 +188,9 @@ def _inbound_layers(node):
 
 def split_at(base: keras.Model, cut: int) -> tuple[keras.Model, keras.Model]:
     """(trunk, top) at layer `cut`: trunk maps images to that layer's output, top maps it to
-    the base's output. Both share the base's layers (and so its weights)."""
+    the base's output. Both share the base's layers (and so its weights) and, as the base,
+    always run in inference mode (the top trains in phase 2 with its BN statistics fixed)."""
     cut_output = base.layers[cut].output
-    trunk = keras.Model(base.input, cut_output, name="trunk")
-    top = keras.Model(cut_output, base.output, name="top")
+    trunk = InferenceModeModel(base.input, cut_output, name="trunk")
+    top = InferenceModeModel(cut_output, base.output, name="top")
     return trunk, top

@@ -9,7 +9,9 @@ replica, the loss averaged over the global batch, the Keras optimizer all-reduci
 and `strategy.reduce` for the epoch's sums. The loss, the accuracy's decision rule and the
 loss scaling are Keras' own (training/decision.py; `optimizer.scale_loss` before the
 gradients and the LossScaleOptimizer's unscaling in `apply_gradients`, as Keras' train_step
-does), so --mixed-precision trains as it does in one process.
+does), so --mixed-precision trains as it does in one process. The model is called with
+`training=True` in a training step, as Keras' train_step calls it: the dropout drops, and the
+base, an InferenceModeModel (training/model.py), keeps its BatchNormalization statistics.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from training import decision
+from training.progress import Stopwatch
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
@@ -25,8 +28,9 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
 
 class MultiWorkerLoop:
     def __init__(self, model: keras.Model, num_classes: int, global_batch_size: int,
-                 strategy: tf.distribute.Strategy, label_smoothing: float = 0.0):
+                 strategy: tf.distribute.Strategy, label_smoothing: float = 0.0, clock: Stopwatch | None = None):
         self.model = model
+        self.clock = clock or Stopwatch()
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.per_example_loss = decision.per_example_loss(num_classes, reduction=None,
@@ -43,7 +47,8 @@ class MultiWorkerLoop:
     def _replica_train_step(self, x, y):
         optimizer = self.model.optimizer
         with tf.GradientTape() as tape:
-            logits = tf.cast(self.model(x, training=False), tf.float32)
+            # training=True as in Keras' train_step: the dropout drops, the base stays in inference mode
+            logits = tf.cast(self.model(x, training=True), tf.float32)
             per_example, correct = self._sums(y, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             scaled_loss = optimizer.scale_loss(loss)  # x loss scale under mixed precision, else x 1
@@ -72,11 +77,14 @@ class MultiWorkerLoop:
         return {"loss": loss / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
 
     def train_epoch(self, train_batches: tf.data.Dataset, validation_batches=None) -> dict:
-        logs = self._run_epoch(self._train_step, train_batches)
+        with self.clock.timing("train"):
+            logs = self._run_epoch(self._train_step, train_batches)
         if validation_batches is not None:
-            logs.update({f"val_{k}": v for k, v in self._run_epoch(self._test_step, validation_batches).items()})
+            loss, accuracy = self.evaluate(validation_batches)
+            logs.update(val_loss=loss, val_accuracy=accuracy)
         return logs
 
     def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
-        result = self._run_epoch(self._test_step, dataset)
+        with self.clock.timing("evaluate"):
+            result = self._run_epoch(self._test_step, dataset)
         return result["loss"], result["accuracy"]

@@ -5,7 +5,9 @@ Phase 2, fine-tuning: unfreeze the base from `fine_tune_at`, train with RMSprop(
 `fine_tune_epochs` more, its epochs numbered on from phase 1's.
 A phase: compile -> resume from its checkpoint -> train the epochs still missing, one
 checkpoint per epoch (or until early stopping, which then restores the best epoch's weights)
--> evaluate on the validation and test splits -> store its result. What it trains on is its
+-> evaluate on the validation and test splits -> store its result, with the seconds spent
+building caches, training and evaluating apart, summed over every process that worked on the
+phase (images_per_second is of training alone). What it trains on is its
 plan (training/plans.py); resuming is training/checkpoints.py; the options beyond the
 tutorial (schedule, early stopping, dropout) are training/regularization.py.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import time
 from dataclasses import asdict, dataclass
 
 import tensorflow as tf
@@ -25,7 +26,7 @@ from training.inputs import Shard
 from training.model import Classifier, compile_for, freeze_for_feature_extraction, trainable_parameter_count
 from training.model import unfreeze_from
 from training.plans import FrozenParts, Plan
-from training.progress import EpochLine, say
+from training.progress import EpochLine, Stopwatch, say
 
 RESULT_FILE = "result.json"
 
@@ -36,9 +37,9 @@ class PhaseResult:
     first_epoch: int          # absolute index of the phase's first epoch (0-based)
     epochs: int
     history: dict[str, list[float]]
-    seconds: float
+    seconds: float            # cache_seconds + train_seconds + evaluate_seconds
     train_images: int
-    images_per_second: float
+    images_per_second: float  # training images x epochs trained / train_seconds
     test_loss: float
     test_accuracy: float
     cached: bool
@@ -48,6 +49,9 @@ class PhaseResult:
     validation_accuracy: float | None = None
     best_epoch: int | None = None             # early stopping: the absolute epoch whose weights were kept
     stopped_early: bool = False
+    cache_seconds: float = 0.0     # building (or finding) the cached inputs
+    train_seconds: float = 0.0     # the training steps of every epoch
+    evaluate_seconds: float = 0.0  # each epoch's validation and the final validation and test
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def run_phase(phase: Phase, config: TrainConfig, classifier: Classifier, data: D
     history: dict[str, list[float]] = {}
     stopping = _early_stopping(config, plan, data, history)
     checkpoint = checkpoints.PhaseCheckpoint(directory, classifier.model, plan.model.optimizer,
-                                             checkpoints.phase_settings(config, phase.name, shard.count),
+                                             checkpoints.phase_settings(config, phase.name, shard.count,
+                                                                        data.identity.get("fingerprint")),
                                              _extra_state(classifier, stopping))
     resumed = checkpoint.restore(plan.model.trainable_variables)
     history.update({k: list(v) for k, v in resumed.history.items()})
@@ -102,10 +107,10 @@ def run_phase(phase: Phase, config: TrainConfig, classifier: Classifier, data: D
     last_epoch = initial_epoch if stopped else phase.last_epoch
     _say_where_it_starts(phase, resumed, directory, stopped)
 
-    started = time.perf_counter()
-    loop = loops.make_loop(plan.model, classifier.num_classes, config.batch_size, config.label_smoothing)
+    clock = Stopwatch(resumed.seconds)  # the earlier processes' seconds, summed on
+    loop = loops.make_loop(plan.model, classifier.num_classes, config.batch_size, config.label_smoothing, clock)
     trainable = trainable_parameter_count(plan.model)
-    _prepare_inputs(phase, plan, config, data, shard)
+    _prepare_inputs(phase, plan, data, clock)
     say(f"[{phase.name}] {trainable:,} trainable parameters; epochs {initial_epoch + 1}..{last_epoch} "
         f"{plan.description}")
     validation = plan.eval_batches(config, "validation", shard) if data.validation.count else None
@@ -115,26 +120,29 @@ def run_phase(phase: Phase, config: TrainConfig, classifier: Classifier, data: D
     epoch_callbacks = [c for c in (schedule, stopping) if c is not None]
     loops.fit_epochs(loop, lambda epoch: plan.train_batches(config, epoch, shard), validation,
                      initial_epoch, last_epoch,
-                     [*epoch_callbacks, checkpoints.EpochCheckpoint(checkpoint, history),
+                     [*epoch_callbacks, checkpoints.EpochCheckpoint(checkpoint, history, lambda: dict(clock.seconds)),
                       EpochLine(phase.name, phase.last_epoch), *callbacks])
-    if resumed.epoch != last_epoch and initial_epoch == last_epoch:  # 0 epochs: mark the end
-        checkpoint.save(last_epoch, history)
     best_epoch = _restore_best(phase, stopping)
     validation_loss, validation_accuracy = _evaluate(loop, plan, config, "validation", data, shard)
     test_loss, test_accuracy = _evaluate(loop, plan, config, "test", data, shard)
-    seconds = time.perf_counter() - started
-    epochs_run = len(history.get("loss", [])) - len(resumed.history.get("loss", []))
+    epochs_trained = len(history.get("loss", []))  # by every process, as the train seconds are
     result = PhaseResult(
-        name=phase.name, first_epoch=phase.first_epoch, epochs=phase.epochs, history=history, seconds=seconds,
-        train_images=data.train.count,
-        images_per_second=data.train.count * epochs_run / seconds if seconds else 0.0,
+        name=phase.name, first_epoch=phase.first_epoch, epochs=phase.epochs, history=history,
+        seconds=clock["cache"] + clock["train"] + clock["evaluate"], train_images=data.train.count,
+        images_per_second=data.train.count * epochs_trained / clock["train"] if clock["train"] else 0.0,
         test_loss=test_loss, test_accuracy=test_accuracy, cached=plan.cached, trainable_parameters=trainable,
         resumed_at_epoch=resumed.epoch or None, validation_loss=validation_loss,
         validation_accuracy=validation_accuracy, best_epoch=best_epoch,
-        stopped_early=stopping is not None and stopping.stopped())
+        stopped_early=stopping is not None and stopping.stopped(), cache_seconds=clock["cache"],
+        train_seconds=clock["train"], evaluate_seconds=clock["evaluate"])
     _store_result(directory, result)
-    say(f"[{phase.name}] test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}; {seconds:.1f}s")
+    say(f"[{phase.name}] test accuracy {test_accuracy:.4f}, loss {test_loss:.4f}; {_timings(result)}")
     return result
+
+
+def _timings(result: PhaseResult) -> str:
+    return (f"{result.seconds:.1f}s: caches {result.cache_seconds:.1f}s, training {result.train_seconds:.1f}s "
+            f"({result.images_per_second:.0f} images/s), evaluating {result.evaluate_seconds:.1f}s")
 
 
 def _early_stopping(config: TrainConfig, plan: Plan, data: Datasets, history: dict):
@@ -183,15 +191,16 @@ def _say_where_it_starts(phase: Phase, resumed: checkpoints.Resumed, directory: 
             f"epochs done, training {phase.epochs - done} more")
 
 
-def _prepare_inputs(phase: Phase, plan: Plan, config: TrainConfig, data: Datasets, shard: Shard) -> None:
-    """Build the caches (or find them on disk) before the first epoch, and say what it cost."""
+def _prepare_inputs(phase: Phase, plan: Plan, data: Datasets, clock: Stopwatch) -> None:
+    """Build the caches (or find them on disk) before the first epoch, timed as the phase's cache seconds."""
     if not plan.cached:
         return
-    started = time.perf_counter()
-    for split_name in data.splits():
-        plan.examples(split_name)
-    plan.train_examples(phase.first_epoch)  # the caches of the training images' other views
-    say(f"[{phase.name}] cached inputs ready after {time.perf_counter() - started:.1f}s")
+    before = clock["cache"]
+    with clock.timing("cache"):
+        for split_name in data.splits():
+            plan.examples(split_name)
+        plan.train_examples(phase.first_epoch)  # the caches of the training images' other views
+    say(f"[{phase.name}] cached inputs ready after {clock['cache'] - before:.1f}s")
 
 
 def _evaluate(loop, plan: Plan, config: TrainConfig, split_name: str, data: Datasets,

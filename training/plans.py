@@ -5,7 +5,7 @@
 Phase 1, feature extraction: the whole base is frozen and in inference mode, so each image's
 features never change: they are cached and only the head trains on them.
 Phase 2, fine-tuning: the trunk is frozen and in inference mode, so its output per image is
-cached and only the top, pool and head run each epoch.
+cached and only the top (in inference mode too: training/model.py), pool and head run each epoch.
 When phase 2 has a cut, phase 1 derives its features from the same trunk cache (features =
 pool(top(trunk output)) with the top still frozen): one pass over the images for the job.
 Same mathematics as the tutorial's pipeline, same batches in the same order;
@@ -24,14 +24,18 @@ import tensorflow as tf
 
 from training import inputs, views
 from training.caches import Caches
-from training.config import TrainConfig
+from training.checkpoints import DATA_FINGERPRINT
+from training.config import CACHE, TrainConfig, settings
 from training.data import Datasets
 from training.inputs import Shard
-from training.model import Classifier, InferenceModeModel, cut_layer_index, split_at
+from training.model import Classifier, cut_layer_index, split_at
 
-# Settings the cached outputs depend on (the cache's name holds the cut layer).
-CACHE_SETTINGS = ("dataset", "data_dir", "train_split", "validation_split", "test_split", "max_images", "seed",
-                  "img_size", "batch_size", "weights", "mixed_precision")
+
+
+def cache_settings(config: TrainConfig, data: Datasets) -> dict:
+    """What the cached outputs depend on: the CACHE settings and the data's content (the cache's name
+    holds the cut layer and the view)."""
+    return {**settings(config, CACHE), DATA_FINGERPRINT: data.identity.get("fingerprint")}
 
 
 @dataclass
@@ -57,8 +61,7 @@ class FrozenParts:
 
     def __init__(self, classifier: Classifier, config: TrainConfig, data: Datasets, shard: Shard = Shard()):
         self.classifier, self.config, self.data, self.shard = classifier, config, data, shard
-        self.caches = Caches(posixpath.join(config.work_dir, "caches"),
-                             {name: getattr(config, name) for name in CACHE_SETTINGS}, shard)
+        self.caches = Caches(posixpath.join(config.work_dir, "caches"), cache_settings(config, data), shard)
         self.use_caches = config.cache and not config.augment
         self.views = views.parse(config.views)
         wants_cut = self.use_caches and config.fine_tune_epochs > 0  # else phase 1 caches features only
@@ -138,7 +141,7 @@ class FrozenParts:
         if not self.use_caches:
             return self.end_to_end()
         features = keras.Input(self.classifier.pool.output.shape[1:], name="features")
-        head_model = InferenceModeModel(features, self.classifier.logits(features), name="head")
+        head_model = keras.Model(features, self.classifier.logits(features), name="head")
         return Plan(head_model, self.features, self._drawn(self.features), cached=True,
                     description="on cached features" + _views_note(self.views))
 
@@ -153,7 +156,7 @@ class FrozenParts:
         _, top = self.trunk_and_top()
         cut_input = keras.Input(top.input.shape[1:], name="cut_" + self.cut_name())
         outputs = clf.logits(clf.pool(top(cut_input, training=False)))
-        return Plan(InferenceModeModel(cut_input, outputs, name="top_and_head"), self.trunk_outputs,
+        return Plan(keras.Model(cut_input, outputs, name="top_and_head"), self.trunk_outputs,
                     self._drawn(self.trunk_outputs), cached=True,
                     description=f"on the cached trunk ({self.cut_name()} {tuple(top.input.shape[1:])})"
                                 + _views_note(self.views))

@@ -1,6 +1,8 @@
-"""One readable progress line per epoch (containers log lines, not progress bars)."""
+"""One readable progress line per epoch (containers log lines, not progress bars), and the
+stopwatch that sums a phase's seconds per activity (cache, train, evaluate)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -26,3 +28,21 @@ class EpochLine(keras.callbacks.Callback):
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+class Stopwatch:
+    """Seconds per activity, summed; `start` carries the sums of earlier processes (a resumed phase)."""
+
+    def __init__(self, start: dict[str, float] | None = None):
+        self.seconds: dict[str, float] = dict(start or {})
+
+    @contextlib.contextmanager
+    def timing(self, activity: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[activity] = self.seconds.get(activity, 0.0) + time.perf_counter() - started
+
+    def __getitem__(self, activity: str) -> float:
+        return self.seconds.get(activity, 0.0)

@@ -8,15 +8,12 @@
   here the state is derived from the phase's checkpointed history (its val_loss per epoch) and
   the best weights are variables saved in the phase's checkpoint (`best_weights`), so a
   resumed phase stops where an uninterrupted one would, with the same weights.
-- Dropout before the head (`--dropout`): `HeadDropout`, active only inside a training step.
-  The model runs every layer in inference mode (InferenceModeModel, so that BatchNormalization
-  keeps its ImageNet statistics as in the tutorial), which would switch a Keras Dropout off for
-  good; `training_step(True)` is how the model tells this layer it is training. Its random state
-  goes into the phase checkpoint too (`random_state`), so resumed epochs draw the same masks.
+- Dropout before the head (`--dropout`): Keras' own Dropout (training/model.py), which drops in
+  training steps only: only the base runs in inference mode. Its random state goes into the phase
+  checkpoint too (`random_state`), so resumed epochs draw the same masks.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import keras
@@ -106,48 +103,9 @@ def _value(variable):
 
 # --- dropout before the head ------------------------------------------------------------------------------
 
-_TRAINING_STEP: list[bool] = []  # a stack: read while tracing, so a plain module value, not a thread-local
-
-
-@contextlib.contextmanager
-def training_step(active: bool):
-    """Inside: HeadDropout layers drop (when `active`). InferenceModeModel.call enters it with fit's flag."""
-    _TRAINING_STEP.append(bool(active))
-    try:
-        yield
-    finally:
-        _TRAINING_STEP.pop()
-
-
-def in_training_step() -> bool:
-    return bool(_TRAINING_STEP) and _TRAINING_STEP[-1]
-
-
-@keras.saving.register_keras_serializable(package="transfer")
-class HeadDropout(keras.layers.Layer):
-    """keras.layers.Dropout that ignores the `training` argument and drops inside `training_step(True)`."""
-
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = float(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs):
-        if self.rate <= 0 or not in_training_step():
-            return inputs
-        return keras.random.dropout(inputs, self.rate, seed=self.seed_generator)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
-
 def random_state(model: keras.Model) -> list:
-    """The random-number state of the model's HeadDropout layers, for the phase checkpoint."""
-    return [layer.seed_generator.state for layer in _all_layers(model) if isinstance(layer, HeadDropout)]
+    """The random-number state of the model's Dropout layers, for the phase checkpoint."""
+    return [layer.seed_generator.state for layer in _all_layers(model) if isinstance(layer, keras.layers.Dropout)]
 
 
 def _all_layers(model: keras.Model):

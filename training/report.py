@@ -35,9 +35,12 @@ def library_versions() -> dict[str, str]:
 
 
 def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult], extra: dict | None = None) -> dict:
-    return {
+    """metrics.json. `extra` holds accuracy_by_tta when measured; "served" is then the accuracy of the model
+    as exported with the run's --tta (decision.served_accuracy: what the model card states and the gate checks)."""
+    metrics = {
         "data": {
             "source": data.source,
+            "identity": data.identity,  # what was trained and tested on, by content (training/data_identity.py)
             "class_names": data.class_names,
             "splits": {name: {"images": split.count, "skipped": split.skipped,
                               "skipped_files": [{"path": p, "reason": r} for p, r in split.skipped_files]}
@@ -49,16 +52,19 @@ def build_metrics(config: TrainConfig, data: Datasets, phases: list[PhaseResult]
         "versions": library_versions(),
         **(extra or {}),
     }
+    metrics["served"] = {"tta": config.tta, **{f"{split}_accuracy": decision.served_accuracy(metrics, config.tta, split)
+                                               for split in ("validation", "test")}}
+    return metrics
 
 
 def accuracy_by_tta(model, data: Datasets, config: TrainConfig) -> dict[str, dict[str, float]]:
     """{"validation"|"test": {tta: accuracy}}: what the exported signature would score on each
-    split with each `--tta` choice (export.combine_tta, decision.classes_from_logits). Training
-    does not depend on --tta, so this lets a study choose it on validation without retraining."""
+    split with each `--tta` choice (decision.combine_tta, decision.classes_from_logits). Training
+    does not depend on --tta, so this lets a study choose it on validation without retraining.
+    The model runs once per batch, on the images and their mirrors together."""
     import tensorflow as tf
 
     from training.config import TTA_CHOICES
-    from training.export import combine_tta, mirror
     from training.inputs import image_batches
 
     accuracies = {}
@@ -67,10 +73,11 @@ def accuracy_by_tta(model, data: Datasets, config: TrainConfig) -> dict[str, dic
             continue
         correct = dict.fromkeys(TTA_CHOICES, 0)
         for images, labels in image_batches(split.images, config):  # the tutorial's pipeline, in order
-            logits = tf.cast(model(images, training=False), tf.float32)  # predict() breaks under multi-worker
-            mirrored = tf.cast(model(mirror(images), training=False), tf.float32)
+            # model(...), not predict(): predict() breaks under multi-worker
+            both = model(tf.concat([images, decision.mirror(images)], axis=0), training=False)
+            logits, mirrored = tf.split(tf.cast(both, tf.float32), 2, axis=0)
             for tta in TTA_CHOICES:
-                classes = decision.classes_from_logits(combine_tta(logits, mirrored, tta))
+                classes = decision.classes_from_logits(decision.combine_tta(logits, mirrored, tta))
                 correct[tta] += int(np.sum(classes.numpy() == labels.numpy()))
         accuracies[name] = {tta: correct[tta] / split.count for tta in TTA_CHOICES}
     return accuracies
@@ -153,14 +160,14 @@ def plot_samples(images: np.ndarray, true_labels, predicted_labels, probabilitie
 
 
 def plot_test_samples(model, data: Datasets, config: TrainConfig, path: str, count: int = 12) -> str | None:
-    """The model's decisions (training/decision.py) on the first `count` test images."""
+    """The model's decisions as served (training/decision.py, with --tta) on the first `count` test images."""
     from training.preprocess import format_example
 
     samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(count)]
     if not samples:
         return None
     inputs = np.stack([format_example(image, config.img_size).numpy() for image, _ in samples])
-    logits = model(inputs, training=False).numpy()  # predict() breaks under multi-worker
+    logits = decision.served_logits(model, inputs, config.tta).numpy()  # predict() breaks under multi-worker
     probabilities = decision.probabilities_from_logits(logits)
     predicted = decision.classes_from_logits(logits).numpy()
     return plot_samples([image for image, _ in samples], [data.class_names[label] for _, label in samples],

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from training import inputs
+from training import decision, inputs
 from training.inputs import AUTOTUNE, Shard, epoch_seed
 
 IDENTITY = "identity"
@@ -34,9 +34,9 @@ def _zoom(image: tf.Tensor) -> tf.Tensor:
 
 VIEWS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     IDENTITY: lambda image: image,
-    "flip": tf.image.flip_left_right,  # the horizontal mirror, as the tutorial's RandomFlip("horizontal")
+    "flip": decision.mirror,  # the mirror --tta flip serves, as the tutorial's RandomFlip("horizontal")
     "zoom": _zoom,
-    "zoom-flip": lambda image: tf.image.flip_left_right(_zoom(image)),
+    "zoom-flip": lambda image: decision.mirror(_zoom(image)),
 }
 
 

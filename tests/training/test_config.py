@@ -115,12 +115,56 @@ def test_one_folder_and_one_view_list_are_one_setting_however_spelt(tmp_path, mo
             for v in ("identity,flip", "identity, flip", " identity ,flip,")} == {"identity,flip"}
 
 
-def test_a_run_stored_with_a_relative_data_dir_resumes_under_its_absolute_spelling(tmp_path, monkeypatch):
-    from training import checkpoints
+def test_every_list_of_settings_derives_from_one_tag_per_field():
+    """A change that recomputes the frozen outputs changes the mathematics, so resuming must refuse it; what
+    identifies the test split is a trained setting, so export-model cannot publish a card for another split."""
+    from training import config as c
 
-    monkeypatch.chdir(tmp_path)
-    config = from_env_and_args(["--data-dir", "photos/"], environ={})
-    stored = {**checkpoints.phase_settings(config, "feature_extraction", 1), "data_dir": "photos"}
-    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1)) == []
-    stored["data_dir"] = "other"
-    assert checkpoints._differences(stored, checkpoints.phase_settings(config, "feature_extraction", 1))
+    every = {f.name: f.metadata["affects"] for f in dataclasses.fields(TrainConfig)}
+    assert set(c.settings_affecting(c.CACHE)) <= set(c.settings_affecting(c.RUN))
+    splits = set(c.settings_affecting(c.FOLDER_SPLIT)) | set(c.settings_affecting(c.TFDS_SPLIT))
+    assert {"train_split", "validation_split", "test_split", "seed", "max_images"} == splits
+    assert splits <= set(c.settings_affecting(c.TRAINED)) <= set(c.settings_affecting(c.RUN))
+    assert {name for name, tags in every.items() if tags} >= {"img_size", "batch_size", "dropout", "views"}
+    assert not every["work_dir"] and not every["tta"] and not every["epochs"], "neither the mathematics nor the data"
+
+
+def test_the_split_description_names_the_split_of_each_kind_of_data(tmp_path):
+    """Compared with the model card's JSON by the regression gate: stored as JSON holds it."""
+    import json
+
+    from training.config import FOLDER_FRACTIONS, split_description
+
+    folder = split_description(TrainConfig(data_dir=str(tmp_path), seed=3))
+    assert folder == {"kind": "folder", "fractions": list(FOLDER_FRACTIONS), "seed": 3, "max_images": 0}
+    assert json.loads(json.dumps(folder)) == folder
+    assert split_description(TrainConfig(test_split="train[95%:]")) == {
+        "kind": "tfds", "train": "train[:80%]", "validation": "train[80%:90%]", "test": "train[95%:]", "max_images": 0}
+
+
+def _trained_metrics(config: TrainConfig, fingerprint="sha256:" + "a" * 64) -> dict:
+    return {"config": config.to_dict(), "data": {"identity": {"fingerprint": fingerprint}}}
+
+
+def test_export_model_refuses_a_split_that_was_never_tested():
+    from training.config import check_matches_training
+
+    trained = TrainConfig()
+    check_matches_training(trained, _trained_metrics(trained), "w/metrics.json")
+    with pytest.raises(ConfigError, match=r"^--test-split train\[95%:\] \(trained: train\[90%:\]\) differ from the "
+                                          r"trained run's w/metrics.json"):
+        check_matches_training(dataclasses.replace(trained, test_split="train[95%:]"), _trained_metrics(trained),
+                               "w/metrics.json")
+    folder = TrainConfig(data_dir="/photos", dataset="ignored_with_a_folder")
+    check_matches_training(folder, _trained_metrics(TrainConfig(data_dir="/photos")), "w/metrics.json")
+
+
+def test_export_model_refuses_data_changed_since_it_was_tested():
+    from training.config import check_matches_training
+
+    config = TrainConfig(data_dir="/photos")
+    metrics = _trained_metrics(config)
+    check_matches_training(config, metrics, "w/metrics.json", {"fingerprint": "sha256:" + "a" * 64})
+    with pytest.raises(ConfigError, match="^--data-dir content changed since it was tested: fingerprint sha256:a+ "
+                                          "in w/metrics.json, sha256:b+ now"):
+        check_matches_training(config, metrics, "w/metrics.json", {"fingerprint": "sha256:" + "b" * 64})

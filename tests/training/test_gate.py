@@ -11,7 +11,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from model_api import signature as sig
 from tests.conftest import encode, make_image_folder
-from training import data_identity, export, storage
+from training import export, storage
+from training.data import load_image_folder
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
 
 
@@ -118,6 +119,11 @@ def test_min_accuracy_gate(tmp_path):
         check_accuracy(Gate(test_accuracy=0.5, min_accuracy=0.8), str(tmp_path))
 
 
+def _identity(folder: str) -> dict:
+    """The fingerprint training/data.py takes as it loads the folder: what metrics.json and the card hold."""
+    return load_image_folder(folder).identity
+
+
 def publish_card(model_dir, version, identity, accuracy, split=None):
     storage.write_json(str(model_dir / str(version) / sig.MODEL_CARD_FILE),
                        {"data_identity": identity, "split": split or {"seed": 1}, "test_metrics": {"accuracy": accuracy}})
@@ -127,21 +133,21 @@ def test_the_same_photos_at_another_path_are_compared(tmp_path):
     first = make_image_folder(tmp_path / "mounted-here" / "pets", per_class=3)
     second = tmp_path / "mounted-there" / "pets"
     shutil.copytree(first, second)
-    identity = data_identity.folder_identity(str(first))
-    assert data_identity.folder_identity(str(second)) == identity
+    identity = _identity(str(first))
+    assert _identity(str(second)) == identity
     assert identity["files"] == 6 and identity["classes"] == ["cat", "dog"]
     publish_card(tmp_path / "m", 1, identity, accuracy=0.95)
-    gate = Gate(test_accuracy=0.90, data_identity=data_identity.folder_identity(str(second)), split={"seed": 1})
+    gate = Gate(test_accuracy=0.90, data_identity=_identity(str(second)), split={"seed": 1})
     with pytest.raises(GateFailed, match="0.9000 is more than 0.01 below version 1's 0.9500"):
         check_accuracy(gate, str(tmp_path / "m"))
 
 
 def test_other_data_makes_the_gate_say_it_compared_nothing(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "pets", per_class=3)
-    publish_card(tmp_path / "m", 1, data_identity.folder_identity(str(folder)), accuracy=0.95)
+    publish_card(tmp_path / "m", 1, _identity(str(folder)), accuracy=0.95)
     changed = folder / "cat" / "cat.0.jpg"
     changed.write_bytes(encode(Image.new("RGB", (9, 9)), "PNG"))
-    gate = Gate(test_accuracy=0.5, data_identity=data_identity.folder_identity(str(folder)), split={"seed": 1})
+    gate = Gate(test_accuracy=0.5, data_identity=_identity(str(folder)), split={"seed": 1})
     report = check_accuracy(gate, str(tmp_path / "m"))
     assert report["regression"].startswith("compared nothing: version 1 was tested on other data (folder of 6 files")
     assert "the regression gate compared nothing" in capsys.readouterr().out

@@ -1,12 +1,13 @@
 """The job as a user runs it: one command, one-line errors, resumable after a kill."""
 import json
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO, TINY_IMG, make_image_folder
+from tests.conftest import REPO, TINY_IMG, encode, make_image_folder, synthetic_photo
 
 
 def run_job(*args, env_extra=None, timeout=300):
@@ -54,6 +55,7 @@ def test_more_epochs_continue_a_finished_run_and_other_changes_are_one_line_erro
     common = ["--data-dir", str(folder), "--weights", "none", "--img-size", str(TINY_IMG), "--batch-size", "4",
               "--epochs", "1", "--work-dir", str(work), "--no-export"]
     assert run_job(*common, "--fine-tune-epochs", "1").returncode == 0
+    before = json.loads((work / "metrics.json").read_text())["phases"]["fine_tuning"]
 
     more = run_job(*common, "--fine-tune-epochs", "2")
     assert more.returncode == 0, more.stderr[-2000:]
@@ -62,6 +64,10 @@ def test_more_epochs_continue_a_finished_run_and_other_changes_are_one_line_erro
     assert "[fine_tuning] epoch 3/3" in more.stdout and "[fine_tuning] epoch 2/3" not in more.stdout
     fine = json.loads((work / "metrics.json").read_text())["phases"]["fine_tuning"]
     assert fine["epochs"] == 2 and len(fine["history"]["loss"]) == 2
+    # Timings: apart, and summed over both processes; the throughput is of training alone, over both epochs.
+    assert fine["train_seconds"] > before["train_seconds"] > 0 and fine["cache_seconds"] > before["cache_seconds"]
+    assert fine["seconds"] == pytest.approx(fine["cache_seconds"] + fine["train_seconds"] + fine["evaluate_seconds"])
+    assert fine["images_per_second"] == pytest.approx(fine["train_images"] * 2 / fine["train_seconds"])
 
     changed = run_job(*common, "--fine-tune-epochs", "2", "--learning-rate", "0.001", "--shuffle-buffer", "7")
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
@@ -115,23 +121,31 @@ def test_export_runs_alone_on_a_trained_work_dir(tmp_path):
     assert again.returncode == 1 and "already exists" in again.stderr
 
 
-def test_dropout_with_several_workers_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    """The multi-worker loop cannot drop (training/loops.py): say so before reading a single image."""
-    import tensorflow as tf
+def test_a_photo_replaced_in_place_is_a_one_line_refusal_and_restart_rebuilds_the_caches(tmp_path):
+    """Same file names, same count, other bytes: the data's fingerprint is a run setting and a cache setting."""
+    folder = make_image_folder(tmp_path / "photos", per_class=6)
+    work = tmp_path / "work"
+    common = ["--data-dir", str(folder), "--weights", "none", "--img-size", str(TINY_IMG), "--batch-size", "4",
+              "--epochs", "1", "--fine-tune-epochs", "0", "--work-dir", str(work), "--no-export"]
+    first = run_job(*common)
+    assert first.returncode == 0, first.stderr[-2000:]
+    tested = json.loads((work / "metrics.json").read_text())["data"]["identity"]["fingerprint"]
+    photo = folder / "cat" / "cat.0.jpg"
+    photo.write_bytes(encode(synthetic_photo(1, random.Random(5))))  # a dog's colours, in place
 
-    import training.__main__ as job
-    from training import data, distribute
-    from training.inputs import Shard
-    from training.loops import DROPOUT_WITH_WORKERS
+    changed = run_job(*common)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    line = error_line(changed)
+    assert f"--data-dir content '{tested[:19]}…' there, 'sha256:" in line, line
+    assert line.endswith("add --restart to discard it, or use a new --work-dir"), line
+    assert "[cache] reusing" not in changed.stdout, "refused before training on stale caches"
 
-    for name in ("KERAS_HOME", "MPLCONFIGDIR"):  # main sets them for a local work dir; keep this process's
-        monkeypatch.setenv(name, str(tmp_path / name))
-    two_workers = distribute.Runtime(tf.distribute.get_strategy(), True, "chief", Shard(0, 2))
-    monkeypatch.setattr(distribute, "make_runtime", lambda batch_size: two_workers)
-    monkeypatch.setattr(data, "load", lambda config: pytest.fail("read the data before refusing --dropout"))
-    assert job.main(["--dropout", "0.2", "--weights", "none", "--work-dir", str(tmp_path / "w"), "--no-export"]) == 2
-    err = capsys.readouterr().err
-    assert err.splitlines() == ["error: " + DROPOUT_WITH_WORKERS], err
+    fresh = run_job(*common, "--restart")
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "[cache] reusing" not in fresh.stdout, "the caches of the old photos must be recomputed"
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert metrics["data"]["identity"]["fingerprint"] not in (tested, None)
+    assert metrics["data"]["identity"]["files"] == 12
 
 
 @pytest.mark.parametrize("command", ["training.__main__", "training.export"])

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from training import regularization
-from training.regularization import EarlyStopping, HeadDropout, training_step
+from training.regularization import EarlyStopping
 
 
 def test_schedules_start_at_the_phase_rate_and_decay_within_the_phase():
@@ -69,32 +69,18 @@ def test_without_validation_images_early_stopping_is_off_and_says_so(capsys):
 
 def test_the_best_weights_and_the_dropout_state_are_restored_from_a_checkpoint(tmp_path):
     inputs = keras.Input((3,))
-    dropout = HeadDropout(0.5, seed=1)
+    dropout = keras.layers.Dropout(0.5, seed=1)
     model = keras.Model(inputs, keras.layers.Dense(1)(dropout(inputs)))
     stopping = EarlyStopping(2, model.trainable_variables, {})
     checkpoint = tf.train.Checkpoint(model=model, best_weights=stopping.best_weights,
                                      random=regularization.random_state(model))
     stopping.best_weights[0].assign(tf.fill((3, 1), 7.0))
-    with training_step(True):
-        dropout(tf.ones((4, 3)))  # advances the random state
+    dropout(tf.ones((4, 3)), training=True)  # advances the random state
     path = checkpoint.save(str(tmp_path / "ckpt"))
     saved_state = regularization.random_state(model)[0].numpy().copy()
     stopping.best_weights[0].assign(tf.zeros((3, 1)))
-    with training_step(True):
-        dropout(tf.ones((4, 3)))
+    dropout(tf.ones((4, 3)), training=True)
     assert not np.array_equal(regularization.random_state(model)[0].numpy(), saved_state)
     checkpoint.restore(path).assert_existing_objects_matched()
     np.testing.assert_array_equal(stopping.best_weights[0].numpy(), np.full((3, 1), 7.0))
     np.testing.assert_array_equal(regularization.random_state(model)[0].numpy(), saved_state)
-
-
-def test_head_dropout_drops_only_inside_a_training_step():
-    dropout = HeadDropout(0.5, seed=3)
-    x = tf.ones((64, 16))
-    np.testing.assert_array_equal(dropout(x, training=True).numpy(), x.numpy())  # the flag alone does nothing
-    with training_step(True):
-        dropped = dropout(x).numpy()
-    assert 0.3 < np.mean(dropped == 0) < 0.7
-    np.testing.assert_allclose(dropped[dropped != 0], 2.0)  # kept units are scaled by 1 / (1 - rate)
-    with training_step(False):
-        np.testing.assert_array_equal(dropout(x).numpy(), x.numpy())

@@ -1,4 +1,4 @@
-"""The learning curves are drawn from the epochs each phase really trained."""
+"""The report: learning curves drawn from the epochs each phase really trained, and the accuracy as served."""
 from training import report
 from training.phases import PhaseResult
 
@@ -84,3 +84,40 @@ def test_accuracy_by_tta_scores_the_served_decision_with_and_without_the_mirror(
 
     # Without TTA both are right; with the flip each image's logit cancels its mirror's: 0, so class 0 for both.
     assert accuracies == {"validation": {"none": 1.0, "flip": 0.5}, "test": {"none": 1.0, "flip": 0.5}}
+
+
+def _metrics_of_a_run(config, none=0.90, flip=0.95):
+    from training.data import Datasets, Split
+
+    empty = Split(images=None, count=0)
+    data = Datasets(train=empty, validation=empty, test=empty, class_names=["a", "b"], source="test",
+                    identity={"fingerprint": "sha256:x"})
+    by_tta = {"validation": {"none": 0.8, "flip": 0.85}, "test": {"none": none, "flip": flip}}
+    return report.build_metrics(config, data, [_phase("feature_extraction", 0, 1, [0.5])], {"accuracy_by_tta": by_tta})
+
+
+def test_the_served_accuracy_is_the_accuracy_with_the_exported_tta():
+    from training import decision
+    from training.config import TrainConfig
+
+    flip = _metrics_of_a_run(TrainConfig(tta="flip"))
+    assert flip["served"] == {"tta": "flip", "validation_accuracy": 0.85, "test_accuracy": 0.95}
+    assert decision.served_accuracy(flip, "none") == 0.90 and decision.served_accuracy(flip, "flip") == 0.95
+    assert flip["data"]["identity"] == {"fingerprint": "sha256:x"}
+    unmeasured = {"phases": {"fine_tuning": {"test_accuracy": 0.7}}}  # a run without accuracy_by_tta
+    assert decision.served_accuracy(unmeasured, "none") == 0.7 and decision.served_accuracy(unmeasured, "flip") is None
+
+
+def test_the_gate_checks_the_accuracy_as_served_on_the_data_that_was_tested(tmp_path):
+    import pytest
+
+    from training import gate
+    from training.config import TrainConfig
+
+    config = TrainConfig(tta="flip", min_accuracy=0.93, data_dir=str(tmp_path))
+    run_gate = gate.for_run(config, _metrics_of_a_run(config))
+    assert run_gate.test_accuracy == 0.95 and run_gate.data_identity == {"fingerprint": "sha256:x"}
+    assert gate.check_accuracy(run_gate, str(tmp_path / "models"))["test_accuracy"] == 0.95
+    plain = TrainConfig(tta="none", min_accuracy=0.93, data_dir=str(tmp_path))
+    with pytest.raises(gate.GateFailed, match="test accuracy 0.9000 is below --min-accuracy 0.9300"):
+        gate.check_accuracy(gate.for_run(plain, _metrics_of_a_run(plain)), str(tmp_path / "models"))

@@ -105,8 +105,8 @@ def test_more_epochs_continue_a_constant_rate_but_not_a_schedule_that_spans_the_
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     for phase, epoch in (("feature_extraction", 3), ("fine_tuning", 5)):
         checkpoints.PhaseCheckpoint(checkpoints.phase_dir(config.work_dir, phase), model,
-                                    keras.optimizers.RMSprop(), checkpoints.phase_settings(config, phase, 1)
-                                    ).save(epoch, {})
+                                    keras.optimizers.RMSprop(), checkpoints.phase_settings(config, phase, 1, "sha256:x")
+                                    ).save(epoch, {}, {})
     checkpoints.check_resumable(config, 1)
     more_fine_tuning = dataclasses.replace(config, fine_tune_epochs=4)
     more = dataclasses.replace(config, epochs=5)
@@ -117,3 +117,22 @@ def test_more_epochs_continue_a_constant_rate_but_not_a_schedule_that_spans_the_
         checkpoints.check_resumable(more_fine_tuning, 1)
     with pytest.raises(checkpoints.ResumeConflict, match=f"feature_extraction run .*{conflict}.*--restart"):
         checkpoints.check_resumable(more, 1)
+
+
+def test_other_photos_are_a_conflict_once_the_data_is_read(tmp_path):
+    """Checked twice by the job: before any work (the content is not known yet), then with the data's fingerprint."""
+    from training import checkpoints
+    from training.config import TrainConfig
+
+    config = TrainConfig(work_dir=str(tmp_path), data_dir="/photos", epochs=1, fine_tune_epochs=0)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    tested, replaced = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    checkpoints.PhaseCheckpoint(checkpoints.phase_dir(config.work_dir, "feature_extraction"), model,
+                                keras.optimizers.RMSprop(), checkpoints.phase_settings(config, "feature_extraction", 1,
+                                                                                       tested)).save(1, {}, {})
+    checkpoints.check_resumable(config, 1)
+    checkpoints.check_resumable(config, 1, tested)
+    with pytest.raises(checkpoints.ResumeConflict, match=r"other settings \(--data-dir content 'sha256:a{12}…' there, "
+                                                         r"'sha256:b{12}…' now\): add --restart"):
+        checkpoints.check_resumable(config, 1, replaced)
