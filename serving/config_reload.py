@@ -200,6 +200,8 @@ class ConfigReloading:
                 with self._lock:
                     entry.config = config  # resolve() reads labels from it: one swap, no half state
                 changed.append(config.name)
+        with self._lock:  # the list's order, so the next same_configs() sees the list it was given
+            self._models = {config.name: self._models[config.name] for config in configs}
         return added, changed
 
     def watch_config_file(self, path: str, poll_seconds: float) -> None:

@@ -227,16 +227,21 @@ def model_config(base, name, extra=""):
     return config(f'name: "{name}" base_path: "{base}/{name}" model_platform: "tensorflow" {extra}')
 
 
-def test_reload_config_adds_a_model_without_restart_and_leaves_the_first_alone(model_base, tmp_path, monkeypatch):
+def test_reload_config_adds_a_model_without_restart_and_leaves_the_first_alone(model_base, tmp_path, monkeypatch,
+                                                                             caplog):
     base = two_models(model_base, tmp_path)
     registry = ModelRegistry([model_config(base, "pets")], poll_seconds=0)
     registry.start()
     pets = registry.resolve(spec())
     loads = count_loads(monkeypatch)
-    registry.reload_config([model_config(base, "pets"), model_config(base, "dogs")])
+    new_list = [model_config(base, "dogs"), model_config(base, "pets")]
+    registry.reload_config(new_list)
     assert registry.resolve(spec(name="dogs")).version == 1, "loaded before reload_config returns"
     assert registry.resolve(spec()) is pets, "an unchanged model is not reloaded"
     assert loads == [1] and registry.model_names() == ["dogs", "pets"]
+    with caplog.at_level(logging.INFO, logger="serving"):
+        registry.reload_config(new_list)
+    assert not [r for r in caplog.records if "reloaded" in r.getMessage()], "the same list again is a no-op"
     registry.stop()
 
 
