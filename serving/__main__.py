@@ -5,8 +5,9 @@ Started like tensorflow_model_server, with the same flag names for what they sha
     model-server --model_name=NAME --model_base_path=/models/NAME
     model-server --model_config_file=serving/config/models.config
 
-gRPC (PredictionService.Predict / GetModelMetadata, ModelService.GetModelStatus) on --port,
-TF Serving's REST API on --rest_api_port. For production, run TensorFlow Serving
+gRPC (PredictionService.Predict / GetModelMetadata, ModelService.GetModelStatus /
+HandleReloadConfigRequest, optionally grpc.health.v1.Health) on --port, TF Serving's REST API
+(and, with --monitoring_config_file, its Prometheus page) on --rest_api_port. For production, run TensorFlow Serving
 (Dockerfile.serve) and scale with replicas; this server is for development and tests.
 """
 from __future__ import annotations
@@ -68,8 +69,44 @@ def build_parser() -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1  # server.h: 4 x NumSchedulableCPUs for both
     parser.add_argument("--grpc_max_threads", type=int, default=4 * cpus, help="gRPC worker threads.")
     parser.add_argument("--rest_api_num_threads", type=int, default=4 * cpus, help="REST worker threads.")
-    parser.add_argument("--grace_seconds", type=float, default=30.0, help="How long SIGTERM waits for requests.")
+    parser.add_argument("--grace_seconds", type=float, default=30.0,
+                        help="How long SIGTERM waits for requests (gRPC and REST drain together).")
+    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                        help="A REST predict not answered by then gets 504 DEADLINE_EXCEEDED (0: no timeout).")
+    parser.add_argument("--rest_api_max_concurrent_requests", type=int, default=0,
+                        help="REST requests in flight beyond this get 429 at once (0: --rest_api_num_threads). "
+                             "Not a TF Serving flag: its gRPC limit is --grpc_max_threads.")
+    parser.add_argument("--monitoring_config_file", default=None,
+                        help="TF Serving MonitoringConfig (text format); prometheus_config serves metrics on REST.")
+    _bool_flag(parser, "--enable_grpc_healthcheck_service", False,
+               "The standard grpc.health.v1.Health service on the gRPC port.")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
+                        help="Re-read --model_config_file this often and apply changes (0: read once).")
+    for name, what in (("session", "TensorFlow session threads (both pools)"),
+                       ("intra_op", "Threads to parallelize one op"),
+                       ("inter_op", "Ops run at the same time")):
+        parser.add_argument(f"--tensorflow_{name}_parallelism", type=int, default=0,
+                            help=f"{what}; 0: TensorFlow chooses.")
     return parser
+
+
+def configure_tf_threads(args) -> None:
+    """server.cc: the session parallelism, or intra/inter-op separately, never all three."""
+    session, intra, inter = (args.tensorflow_session_parallelism, args.tensorflow_intra_op_parallelism,
+                             args.tensorflow_inter_op_parallelism)
+    if intra > 0 and inter > 0 and session > 0:
+        raise ValueError("Either configure server_options.tensorflow_session_parallelism or "
+                         "(server_options.tensorflow_intra_op_parallelism, "
+                         "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.")
+    if intra > 0 or inter > 0:
+        session = 0
+    else:
+        intra = inter = session
+    import tensorflow as tf
+
+    # Process-wide here (one TF runtime), per session in TF Serving; set before any model loads.
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 def _batching_options(args):
@@ -106,6 +143,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from serving.monitoring import ServingMetrics, prometheus_path
     from serving.registry import ModelRegistry, StartupError, parse_config_file, single_model_config
     from serving.server import LocalServer, read_ssl_config
 
@@ -118,8 +156,11 @@ def main(argv=None) -> int:
                    else [single_model_config(args.model_name, absolute_base_path(args.model_base_path))])
         tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
         batching = _batching_options(args)
+        metrics, metrics_path = ServingMetrics(), prometheus_path(args.monitoring_config_file)
+        configure_tf_threads(args)
         registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
-                                 warmup=args.enable_model_warmup, max_num_load_retries=args.max_num_load_retries,
+                                 on_event=metrics.on_model_event, warmup=args.enable_model_warmup,
+                                 max_num_load_retries=args.max_num_load_retries,
                                  load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
                                  batching=batching, allow_version_labels_for_unavailable_models=(
                                      args.allow_version_labels_for_unavailable_models))
@@ -127,7 +168,10 @@ def main(argv=None) -> int:
         server = LocalServer(registry, host=args.host, grpc_port=args.port, rest_port=args.rest_api_port,
                              max_request_bytes=args.max_request_bytes, threads=args.grpc_max_threads,
                              rest_threads=args.rest_api_num_threads, tls=tls,
-                             grace_seconds=args.grace_seconds)
+                             grace_seconds=args.grace_seconds, metrics=metrics, metrics_path=metrics_path,
+                             grpc_health=args.enable_grpc_healthcheck_service,
+                             rest_max_in_flight=args.rest_api_max_concurrent_requests,
+                             rest_timeout_ms=args.rest_api_timeout_in_ms)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         if registry is not None:
@@ -145,15 +189,16 @@ def main(argv=None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     try:
-        server.start()
+        server.start()  # stops whatever it started (gRPC, the registry) when it fails
     except StartupError as err:  # main.cc: "Failed to start server. Error: ..."
         print(f"Failed to start server. Error: {err}", file=sys.stderr)
-        registry.stop()
         return 1
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        registry.stop()
         return 2
+    if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
+        # server.cc: the config poll thread, only with a --model_config_file.
+        registry.watch_config_file(args.model_config_file, args.model_config_file_poll_wait_seconds)
     print(f"model-server ready: gRPC {args.host}:{server.grpc_port}, REST "
           f"{args.host + ':' + str(server.rest_port) if server.rest_port else 'off'}", flush=True)
     while not stopping:

@@ -27,10 +27,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import handlers as ops
 from serving import rest_json
-from serving.predict_util import run_predict, signature_name_or_default
 from serving.errors import (ServingError, deadline_exceeded, internal_error_message, invalid_argument,
                             resource_exhausted)
 from serving.monitoring import ServingMetrics
+from serving.predict_util import run_predict, signature_name_or_default
 from serving.registry import ModelRegistry
 
 log = logging.getLogger("serving")

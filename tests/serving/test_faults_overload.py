@@ -16,8 +16,7 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import handlers
-from serving import rest_server
+from serving import handlers, rest_server
 from tests.conftest import free_port, start_local_server
 
 WAIT = 60  # seconds any single step may take on a loaded machine before the test fails

@@ -200,3 +200,28 @@ def test_the_rest_path_is_decoded_once_as_tf_serving_does(local_server):
     response = requests.get(f"{base}/a%2Fb", timeout=30)  # an encoded slash belongs to the name
     assert response.status_code == 404 and response.json()["error"].endswith(" model a/b")
     assert requests.get(f"{base}/p%65ts", timeout=30).status_code == 200
+
+
+def test_the_arguments_dockerfile_serve_gives_tf_serving_are_accepted():
+    import re
+    import shlex
+
+    from serving.__main__ import build_parser
+
+    text = (REPO / "Dockerfile.serve").read_text()
+    entrypoint = re.search(r"ENTRYPOINT \[(.*?)\]", text, re.DOTALL).group(1)
+    arguments = [a for a in shlex.split(entrypoint.replace("\\\n", " ").replace(",", " ")) if a.startswith("--")]
+    assert "--model_config_file_poll_wait_seconds=60" in arguments  # the list really was read
+    args = build_parser().parse_args(arguments)
+    assert args.monitoring_config_file == "/config/monitoring.config"
+    assert build_parser().parse_args(["--tensorflow_intra_op_parallelism=2",
+                                      "--tensorflow_inter_op_parallelism=1"]).tensorflow_intra_op_parallelism == 2
+
+
+def test_all_three_parallelism_flags_are_refused_as_tf_serving_does(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", f"--model_base_path={tmp_path}", "--tensorflow_session_parallelism=2",
+         "--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "You cannot configure all." in result.stderr and "Traceback" not in result.stderr
