@@ -1,5 +1,5 @@
-"""The model's publish area `<base>/.<model>.publish/` (lock, staging), outside what copiers of `<model>/` see,
-and its lock: a kernel record lock locally, a verified, renewed lease on object stores (docs/pending/publish.md).
+"""The publish area `<base>/.<model>.publish/` (lock, staging), which copiers of `<model>/` never see, and its lock:
+a kernel record lock locally; on object stores a lease, checked before placing (why: docs/pending/publish.md).
 """
 from __future__ import annotations
 
