@@ -88,24 +88,28 @@ class RestApi:
 
     async def _run(self, call: _Call, fn, *args, timeout_ms: int = 0):
         """fn on the thread pool. With a timeout (--rest_api_timeout_in_ms, as http_rest_api_handler.cc
-        sets RunOptions.timeout_in_ms), DEADLINE_EXCEEDED with DirectSession's message once it passes;
-        the work cannot be stopped, so it keeps its in-flight slot until it ends."""
+        sets RunOptions.timeout_in_ms), DEADLINE_EXCEEDED with DirectSession's message once it passes.
+        A thread cannot be stopped, so the work (shielded from the request's cancellation too)
+        keeps its in-flight slot until it ends."""
         call.pending = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        waiting = asyncio.shield(call.pending)
         if timeout_ms <= 0:
-            return await call.pending
+            return await waiting
         try:
-            return await asyncio.wait_for(asyncio.shield(call.pending), timeout_ms / 1000)
+            return await asyncio.wait_for(waiting, timeout_ms / 1000)
         except TimeoutError:
             raise deadline_exceeded("Timed out waiting for notification") from None
 
     def _leave(self, call: _Call) -> None:
         if call.pending is not None and not call.pending.done():
-            call.pending.add_done_callback(self._release)  # work that outlives its timed-out request
+            call.pending.add_done_callback(self._release)  # work that outlives its request
         else:
             self._release()
 
-    def _release(self, *_) -> None:
+    def _release(self, abandoned: asyncio.Future | None = None) -> None:
         self._in_flight -= 1
+        if abandoned is not None and not abandoned.cancelled():
+            abandoned.exception()  # retrieved: its request was already answered (504), nothing is lost
 
     async def handle(self, request: web.Request) -> web.Response:
         started, call = time.perf_counter(), _Call()
@@ -114,7 +118,10 @@ class RestApi:
         else:
             self._in_flight += 1
             try:
-                response, status = await self._answer(request, call), "OK"
+                response = await self._answer(request, call)
+                # Only a body over --max_request_bytes answers non-200 without raising: what gRPC
+                # says for a message over the limit.
+                status = "OK" if response.status == 200 else "RESOURCE_EXHAUSTED"
             except ServingError as err:
                 response, status = _error(err), err.code.name
             except Exception:  # noqa: BLE001 - one bad request never takes the server down
