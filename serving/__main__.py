@@ -98,15 +98,12 @@ def configure_tf_threads(args) -> None:
         raise ValueError("Either configure server_options.tensorflow_session_parallelism or "
                          "(server_options.tensorflow_intra_op_parallelism, "
                          "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.")
-    if intra > 0 or inter > 0:
-        session = 0
-    else:
+    if not (intra > 0 or inter > 0):
         intra = inter = session
-    import tensorflow as tf
+    from model_api.session_bundle import set_process_threads
 
-    # Process-wide here (one TF runtime), per session in TF Serving; set before any model loads.
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    # Before any model loads: TensorFlow sizes its pools once per process (per session in TF Serving).
+    set_process_threads(intra, inter)
 
 
 def _batching_options(args):
