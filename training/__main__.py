@@ -96,7 +96,8 @@ def run(config: TrainConfig) -> dict:
     say("[report] " + ", ".join(f"{r.name}: test accuracy {r.test_accuracy:.4f}, trained {r.train_seconds:.1f}s "
                                 f"({r.images_per_second:.0f} images/s)" for r in results)
         + f"; served with --tta {config.tta}: test accuracy {_shown(decision.served_accuracy(metrics, config.tta))}")
-    say(f"[report] wrote {work_dir}/metrics.json, curves.png, samples.png, model.keras; TensorBoard logs in {work_dir}/logs")
+    say(f"[report] wrote {work_dir}/metrics.json, curves.png, samples.png, model.keras; "
+        f"TensorBoard logs in {work_dir}/logs")
 
     # 6. Export: a versioned SavedModel taking raw image bytes, validated, then published.
     if config.export and runtime.is_chief:

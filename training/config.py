@@ -64,7 +64,8 @@ def _setting(default, help_text: str, affects=(), only: str | None = None):
 @dataclass(frozen=True)
 class TrainConfig:
     # --- data -----------------------------------------------------------------------------
-    dataset: str = _setting("cats_vs_dogs", "TFDS image-classification dataset name (ignored when --data-dir is given).",
+    dataset: str = _setting("cats_vs_dogs",
+                            "TFDS image-classification dataset name (ignored when --data-dir is given).",
                             affects={RUN, CACHE, TRAINED}, only=TFDS_ONLY)
     data_dir: Optional[str] = _opt("Folder with one sub-folder of images per class (2 or more); "
                                    "replaces --dataset. Split 80/10/10 with --seed.",
@@ -100,8 +101,8 @@ class TrainConfig:
     fine_tune_epochs: int = _setting(10, "Phase 2 (fine-tuning) epochs; 0 skips phase 2.")
     fine_tune_at: int = _setting(100, "Unfreeze the base from this layer index in phase 2.",
                                  affects={RUN})  # the caches' names hold the cut it implies
-    dropout: float = _setting(0.0, "Dropout rate before the head in training steps (the newer tutorial: 0.2); 0 = none.",
-                              affects={RUN})
+    dropout: float = _setting(0.0, "Dropout rate before the head in training steps (the newer tutorial: 0.2); "
+                                   "0 = none.", affects={RUN})
     label_smoothing: float = _setting(0.0, "Label smoothing of the cross-entropy (0 = none).", affects={RUN})
     weight_decay: float = _setting(0.0, "Decoupled weight decay of RMSprop (Keras' weight_decay: w -= lr * decay * w "
                                         "each step); 0 = none.", affects={RUN})
@@ -111,8 +112,8 @@ class TrainConfig:
     early_stopping_patience: int = _setting(
         0, "Stop a phase after this many epochs without a lower validation loss and restore its best "
            "epoch's weights (0 = off: every epoch, the last weights).", affects={RUN})
-    recipe: str = _setting("tutorial", "A named set of the flags above (training/config.py RECIPES: tutorial); explicit "
-                                       "flags and TRAIN_* variables override its values.")  # its values are tagged
+    recipe: str = _setting("tutorial", "A named set of the flags above (training/config.py RECIPES: tutorial); "
+                                       "explicit flags and TRAIN_* variables override its values.")  # values tagged
     cache: bool = _setting(True, "Train on cached frozen-base outputs (same mathematics, less work); --no-cache runs "
                                  "end to end.", affects={RUN})
     mixed_precision: bool = _setting(False, "mixed_float16 compute (GPUs with tensor cores).", affects={RUN, CACHE})

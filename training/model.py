@@ -25,9 +25,10 @@ statistics when they are unfrozen for fine-tuning. Keras 3's functional models o
 inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
 a fine-tuning step changed block_16_project_BN's moving mean). So the full model calls the
 base's layers through an `InferenceModeModel` of the same name (as do the trunk and top cut
-from it), which calls them with `training=False` whatever it is called with; BN gamma/beta stay trainable, as in the tutorial (1,862,721
-trainable parameters in phase 2). Everything above the base is a stock Keras model, so fit's
-`training=True` reaches the optional dropout; augmentation runs in tf.data.
+from it), which calls them with `training=False` whatever it is called with; BN gamma/beta
+stay trainable, as in the tutorial (1,862,721 trainable parameters in phase 2). Everything
+above the base is a stock Keras model, so fit's `training=True` reaches the optional dropout;
+augmentation runs in tf.data.
 """
 from __future__ import annotations
 

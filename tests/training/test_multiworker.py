@@ -1,6 +1,6 @@
 """Two workers on 127.0.0.1, each with its own TF_CONFIG, run the real training job under
 MultiWorkerMirroredStrategy: they finish with identical weights, only the chief writes the
-run's outputs and exports, and --mixed-precision trains as far as float32 does."""
+run's outputs and exports, --mixed-precision trains as far as float32 does, and --dropout drops."""
 import json
 import os
 import subprocess
@@ -112,6 +112,26 @@ def test_mixed_precision_on_two_workers_trains_like_float32(setup, float32_run):
           f"the base {mixed:.4g} (L2) vs {full:.4g}")
     np.testing.assert_allclose(mixed_loss, full_loss, rtol=1e-2)
     assert mixed > 1e-3, "fine-tuning under mixed precision must move the base"
+
+
+def test_dropout_on_two_workers_drops_and_trains_identically(setup):
+    """Keras' own Dropout before the head: the loop calls the model with training=True, as fit does,
+    and the base keeps its BatchNormalization statistics (the movement check above covers training)."""
+    root, folder, weights = setup
+    work, _, logs = _two_workers(root, folder, weights, "dropout", "--dropout", "0.5", "--no-export")
+    trained = _load(work / "model.keras")
+    assert isinstance(trained.get_layer("dropout"), keras.layers.Dropout)
+    _assert_identical(trained.get_weights(), _load(work / "workers" / "worker-1" / "model.keras").get_weights())
+    base = tiny_classifier().base
+    base.load_weights(weights)
+    bn = trained.get_layer(base.name).get_layer("block_16_project_BN")  # unfrozen in phase 2
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), base.get_layer("block_16_project_BN").moving_mean.numpy())
+    import tensorflow as tf
+
+    for phase in ("feature_extraction", "fine_tuning"):  # the dropout's random state, saved with every epoch
+        reader = tf.train.load_checkpoint(str(work / "checkpoints" / phase))
+        states = [reader.get_tensor(key) for key in reader.get_variable_to_shape_map() if key.startswith("random/")]
+        assert len(states) == 1 and states[0][1] > 0, f"{phase}: the dropout must have drawn masks in training steps"
 
 
 LOOP_CHECK = """
