@@ -80,7 +80,14 @@ def test_accuracy_by_tta_scores_the_served_decision_with_and_without_the_mirror(
     data = Datasets(train=empty, validation=split, test=split, class_names=["right", "left"], source="test")
 
     config = TrainConfig(img_size=size, batch_size=1)
-    accuracies = report.accuracy_by_tta(_left_minus_right_model(size), data, config)
+    model, batch_sizes = _left_minus_right_model(size), []
+
+    def counted(images, training=False):
+        batch_sizes.append(int(images.shape[0]))
+        return model(images, training=training)
+
+    accuracies = report.accuracy_by_tta(counted, data, config)
+    assert batch_sizes == [2] * 4, "one run per batch of 1, on the image and its mirror together"
 
     # Without TTA both are right; with the flip each image's logit cancels its mirror's: 0, so class 0 for both.
     assert accuracies == {"validation": {"none": 1.0, "flip": 0.5}, "test": {"none": 1.0, "flip": 0.5}}
