@@ -27,7 +27,7 @@ from model_api.versions import join
 from training import data_identity, decision, publish, storage
 from training.config import ConfigError, TrainConfig
 from training.data import FOLDER_FRACTIONS
-from training.preprocess import bytes_to_input, decode_rgb, format_example
+from training.preprocess import bytes_batch_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
 
@@ -65,9 +65,7 @@ def build_archive(model: keras.Model, class_names: list[str], img_size: int,
                 sig.OUTPUT_LOGITS: logits}
 
     def serve_image_bytes(image_bytes):
-        images = tf.map_fn(lambda one: bytes_to_input(one, img_size, max_pixels), image_bytes,
-                           fn_output_signature=tf.TensorSpec([img_size, img_size, 3], tf.float32))
-        return outputs_for(images)
+        return outputs_for(bytes_batch_to_input(image_bytes, img_size, max_pixels))
 
     def serve_images(images):
         return outputs_for(images)

@@ -98,3 +98,10 @@ def decode_checked(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS)
 def bytes_to_input(image_bytes: tf.Tensor, img_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
     """One encoded image -> the model's float32 [img_size, img_size, 3] input."""
     return format_example(decode_checked(image_bytes, max_pixels), img_size)
+
+
+def bytes_batch_to_input(image_bytes: tf.Tensor, img_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """A batch of encoded images [N] -> the model's float32 [N, img_size, img_size, 3]: bytes_to_input per
+    image (images differ in size, so each is decoded and resized alone, in a map_fn loop)."""
+    return tf.map_fn(lambda one: bytes_to_input(one, img_size, max_pixels), image_bytes,
+                     fn_output_signature=tf.TensorSpec([img_size, img_size, 3], tf.float32))
