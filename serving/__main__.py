@@ -100,10 +100,15 @@ def configure_tf_threads(args) -> None:
                          "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.")
     if not (intra > 0 or inter > 0):
         intra = inter = session
+    if intra <= 0 and inter <= 0:
+        return  # TensorFlow chooses, as with no flag
     from model_api.session_bundle import set_process_threads
 
     # Before any model loads: TensorFlow sizes its pools once per process (per session in TF Serving).
-    set_process_threads(intra, inter)
+    try:
+        set_process_threads(max(intra, 0), max(inter, 0))
+    except RuntimeError as err:  # only in-process, once TensorFlow has run something
+        raise ValueError(f"--tensorflow_*_parallelism: {err}") from None
 
 
 def _batching_options(args):
