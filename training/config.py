@@ -19,6 +19,9 @@ from model_api.versions import is_url
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
+# --views: the deterministic views the caches can hold (what each does: training/views.py).
+IDENTITY = "identity"
+VIEW_NAMES = (IDENTITY, "flip", "zoom", "zoom-flip")
 CONFIG_ERROR_EXIT = 2  # as argparse's usage errors; main's exit 1 means a failed gate or publish
 
 
@@ -283,10 +286,8 @@ def _normalised(config: TrainConfig) -> TrainConfig:
     changes = {}
     if config.data_dir:
         changes["data_dir"] = local_data_dir(config.data_dir)
-    if config.views != "identity":
-        from training import views  # imports TensorFlow: only when views are asked for
-
-        changes["views"] = ",".join(views.parse(config.views))  # "identity, flip" -> "identity,flip"
+    if config.views != IDENTITY:
+        changes["views"] = ",".join(parse_views(config.views))  # "identity, flip" -> "identity,flip"
     return dataclasses.replace(config, **changes)
 
 
@@ -318,15 +319,30 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def _view_problems(config: TrainConfig) -> list[str]:
-    if config.views == "identity":
-        return []
-    from training import views  # imports TensorFlow: only when views are asked for
+def parse_views(spec: str) -> tuple[str, ...]:
+    """'identity,flip' -> ('identity', 'flip'); raises ValueError naming an unknown or repeated view."""
+    names = tuple(name.strip() for name in spec.split(",") if name.strip())
+    unknown = [name for name in names if name not in VIEW_NAMES]
+    if not names or unknown:
+        raise ValueError(f"--views takes a comma-separated list of {', '.join(VIEW_NAMES)}; "
+                         f"got {spec!r}" + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
+    if len(set(names)) != len(names):
+        raise ValueError(f"--views lists a view twice: {spec!r}")
+    return names
 
+
+def is_plain_views(names: Sequence[str]) -> bool:
+    """Only the identity: the tutorial's pipeline, nothing drawn."""
+    return tuple(names) == (IDENTITY,)
+
+
+def _view_problems(config: TrainConfig) -> list[str]:
+    if config.views == IDENTITY:
+        return []
     try:
-        names = views.parse(config.views)
+        names = parse_views(config.views)
     except ValueError as err:
         return [str(err)]
-    if config.augment and not views.is_plain(names):
+    if config.augment and not is_plain_views(names):
         return ["--views and --augment cannot be combined (--augment draws its own random views)"]
     return []

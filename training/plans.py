@@ -25,7 +25,7 @@ import tensorflow as tf
 from training import inputs, views
 from training.caches import Caches
 from training.checkpoints import DATA_FINGERPRINT
-from training.config import CACHE, TrainConfig, settings
+from training.config import CACHE, IDENTITY, TrainConfig, is_plain_views, parse_views, settings
 from training.data import Datasets
 from training.inputs import Shard
 from training.model import Classifier, cut_layer_index, split_at
@@ -63,7 +63,7 @@ class FrozenParts:
         self.classifier, self.config, self.data, self.shard = classifier, config, data, shard
         self.caches = Caches(posixpath.join(config.work_dir, "caches"), cache_settings(config, data), shard)
         self.use_caches = config.cache and not config.augment
-        self.views = views.parse(config.views)
+        self.views = parse_views(config.views)
         wants_cut = self.use_caches and config.fine_tune_epochs > 0  # else phase 1 caches features only
         cut = cut_layer_index(classifier.base, config.fine_tune_at) if wants_cut else 0
         self.cut = cut if 0 < cut < len(classifier.base.layers) - 1 else None
@@ -102,12 +102,12 @@ class FrozenParts:
             self._loaded[key] = self.caches.outputs(name, split_name, model, source, count)
         return self._loaded[key]
 
-    def trunk_outputs(self, split_name: str, view: str = views.IDENTITY) -> tf.data.Dataset:
+    def trunk_outputs(self, split_name: str, view: str = IDENTITY) -> tf.data.Dataset:
         trunk, _ = self.trunk_and_top()
         return self._cached(f"trunk-{self.cut_name()}{_suffix(view)}", split_name, trunk,
                             lambda: self._images(split_name, view))
 
-    def features(self, split_name: str, view: str = views.IDENTITY) -> tf.data.Dataset:
+    def features(self, split_name: str, view: str = IDENTITY) -> tf.data.Dataset:
         if self.cut is None:
             return self._cached(f"features-base{_suffix(view)}", split_name, self._features_model(),
                                 lambda: self._images(split_name, view))
@@ -121,14 +121,14 @@ class FrozenParts:
     # --- an epoch's training examples, in the drawn views -------------------------------------------
     def _drawn(self, outputs: Callable[[str, str], tf.data.Dataset]) -> Callable[[int], tf.data.Dataset]:
         """epoch -> each training image's cached output in the view drawn for it (training/views.py)."""
-        if views.is_plain(self.views):
-            return lambda epoch: outputs("train", views.IDENTITY)
+        if is_plain_views(self.views):
+            return lambda epoch: outputs("train", IDENTITY)
         count = self.data.train.count
         return lambda epoch: views.drawn_outputs([outputs("train", view) for view in self.views],
                                                  self.config.seed, epoch, count, self.shard)
 
     def _drawn_images(self, epoch: int) -> tf.data.Dataset:
-        if views.is_plain(self.views):
+        if is_plain_views(self.views):
             return self.images("train")
         return views.drawn_examples(self.images("train"), self.views, self.config.seed, epoch,
                                     self.data.train.count, self.shard)
@@ -164,8 +164,8 @@ class FrozenParts:
 
 def _suffix(view: str) -> str:
     """Cache names: the identity keeps the tutorial's names, another view adds its own."""
-    return "" if view == views.IDENTITY else f"-{view}"
+    return "" if view == IDENTITY else f"-{view}"
 
 
 def _views_note(names) -> str:
-    return "" if views.is_plain(names) else f", training images in views {'/'.join(names)}"
+    return "" if is_plain_views(names) else f", training images in views {'/'.join(names)}"

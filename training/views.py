@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from training import decision, inputs
+from training.config import IDENTITY
 from training.inputs import AUTOTUNE, Shard, epoch_seed
 
-IDENTITY = "identity"
 ZOOM_FRACTION = 0.875  # the central 87.5% (Inception's evaluation crop), scaled back to img_size
 _CHOICE_STREAM = 7  # keeps the view draws independent of the shuffle, which uses the same epoch seed
 
@@ -38,23 +38,6 @@ VIEWS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "zoom": _zoom,
     "zoom-flip": lambda image: decision.mirror(_zoom(image)),
 }
-
-
-def parse(spec: str) -> tuple[str, ...]:
-    """'identity,flip' -> ('identity', 'flip'); raises ValueError naming an unknown or repeated view."""
-    names = tuple(name.strip() for name in spec.split(",") if name.strip())
-    unknown = [name for name in names if name not in VIEWS]
-    if not names or unknown:
-        raise ValueError(f"--views takes a comma-separated list of {', '.join(VIEWS)}; "
-                         f"got {spec!r}" + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
-    if len(set(names)) != len(names):
-        raise ValueError(f"--views lists a view twice: {spec!r}")
-    return names
-
-
-def is_plain(names: Sequence[str]) -> bool:
-    """Only the identity: the tutorial's pipeline, nothing drawn."""
-    return tuple(names) == (IDENTITY,)
 
 
 def apply(name: str, image: tf.Tensor) -> tf.Tensor:

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tests.conftest import TINY_IMG, make_image_folder
 from training import inputs, views
-from training.config import TrainConfig
+from training.config import VIEW_NAMES, TrainConfig, parse_views
 from training.data import load_image_folder
 from training.inputs import Shard
 
@@ -19,11 +19,15 @@ def photos(tmp_path_factory):
 
 
 def test_views_parse_a_comma_list_and_refuse_unknown_or_repeated_names():
-    assert views.parse("identity, flip") == ("identity", "flip")
+    assert parse_views("identity, flip") == ("identity", "flip")
     with pytest.raises(ValueError, match="rotate unknown"):
-        views.parse("identity,rotate")
+        parse_views("identity,rotate")
     with pytest.raises(ValueError, match="twice"):
-        views.parse("flip,flip")
+        parse_views("flip,flip")
+
+
+def test_config_names_exactly_the_views_defined_in_views():
+    assert tuple(views.VIEWS) == VIEW_NAMES
 
 
 def test_each_epoch_draws_its_own_views_from_the_seed_and_epoch_alone():
