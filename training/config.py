@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from model_api.signature import DEFAULT_MAX_PIXELS
 from model_api.versions import is_url
 
 ENV_PREFIX = "TRAIN_"
@@ -134,7 +135,8 @@ class TrainConfig:
     force: bool = _setting(False, "Publish even when the accuracy gate fails (says so).")
     keep: int = _setting(0, "After publishing keep only the newest N versions (0 = keep all).")
     serving_config: Optional[str] = _opt("TF Serving models.config whose version labels --keep must never remove.")
-    max_pixels: int = _setting(40_000_000, "Largest decoded image the signature accepts.")
+    max_pixels: int = _setting(DEFAULT_MAX_PIXELS, "Largest decoded image (pixels) the signature accepts; "
+                                                   "sized for a 4 GiB serving pod (docs/serving.md).")
     tta: str = _setting("none", "Test-time augmentation inside the exported signature: 'none', or 'flip' (average "
                                 "the logits of the image and its horizontal mirror).")
 
