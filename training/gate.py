@@ -21,7 +21,7 @@ import numpy as np
 from model_api import signature as sig
 from model_api.session_bundle import BundleError, SessionBundle
 from model_api.tf_errors import clean_tf_message
-from model_api.versions import join, list_versions
+from model_api.versions import join, version_paths
 from model_api.warmup import WarmupError, read_predict_requests
 from training import data_identity, storage
 from training.config import TrainConfig, split_description
@@ -70,8 +70,9 @@ def _reason(err: BaseException, limit: int = 300) -> str:
 def newest_card(model_dir: str) -> tuple[int, dict] | None:
     import tensorflow as tf
 
-    for version in reversed(list_versions(model_dir)):
-        path = join(model_dir, str(version), sig.MODEL_CARD_FILE)
+    paths = version_paths(model_dir)  # a version's real folder: "00001/" is version 1
+    for version in sorted(paths, reverse=True):
+        path = join(paths[version], sig.MODEL_CARD_FILE)
         if tf.io.gfile.exists(path):
             return version, storage.read_json(path)
     return None

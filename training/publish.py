@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from model_api.versions import join, list_versions, next_version, version_dir
+from model_api.versions import join, next_version, version_dir, version_paths
 from training import locking, storage
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
 from training.progress import say
@@ -196,7 +196,8 @@ def prune(model_dir: str, keep: int, protected: set[int], owner: locking.Owner |
 
     Locally each is renamed away into the publish area first (TF Serving then unloads it whole)
     and deleted after; elsewhere saved_model.pb goes first, so the version can no longer start loading."""
-    versions = list_versions(model_dir)
+    paths = version_paths(model_dir)  # a version's real folder: "00001/" is version 1
+    versions = sorted(paths)
     doomed = [v for v in versions[:-keep] if v not in protected] if keep > 0 else []
     owner = owner or locking.Owner.new()
     area = locking.publish_area(model_dir)
@@ -208,15 +209,15 @@ def prune(model_dir: str, keep: int, protected: set[int], owner: locking.Owner |
         except locking.LockLost as err:
             say(f"[export] stopped removing old versions (--keep {keep}): {err}")
             break
-        _remove_version(model_dir, area, owner, v)
+        _remove_version(model_dir, paths[v], area, owner, v)
         removed.append(v)
     if removed:
         say(f"[export] removed old versions {removed} (--keep {keep})")
     return removed
 
 
-def _remove_version(model_dir: str, area: str, owner: locking.Owner, v: int) -> None:
-    path, marker = join(model_dir, str(v)), None
+def _remove_version(model_dir: str, path: str, area: str, owner: locking.Owner, v: int) -> None:
+    marker = None
     if storage.is_local(model_dir):
         trash = join(area, owner.staging_name(f"deleting-{v}"))
         gfile.makedirs(area)

@@ -107,6 +107,23 @@ def test_keep_prunes_old_versions_but_never_a_labelled_one(tmp_path, no_servable
     assert entries(tmp_path / "m") == ["1", "4", "5"], "no trash folder is left behind"
 
 
+def test_keep_removes_a_zero_padded_version_from_its_own_folder(tmp_path, no_servable_check):
+    """TF Serving reads "00001/" as version 1 (file_system_storage_path_source.cc): so does --keep."""
+    _publish(tmp_path, version=1)
+    os.rename(tmp_path / "m" / "1", tmp_path / "m" / "00001")
+    _publish(tmp_path)
+    result = _publish(tmp_path, keep=1)
+    assert result["removed_versions"] == [1, 2]
+    assert entries(tmp_path / "m") == ["3"]
+
+
+def test_the_regression_gate_reads_the_newest_card_from_a_zero_padded_folder(tmp_path, no_servable_check):
+    _publish(tmp_path, accuracy=0.95, version=7)
+    os.rename(tmp_path / "m" / "7", tmp_path / "m" / "0007")
+    with pytest.raises(publish.GateFailed, match="0.95"):
+        _publish(tmp_path, accuracy=0.5)  # compared with version 7's 0.95, not with nothing
+
+
 @pytest.mark.parametrize("text, message", [(None, "cannot read --serving-config"),
                                            ("model_config_list { config { nme: 'm' } }", "not a TF Serving")])
 def test_a_bad_serving_config_publishes_nothing(tmp_path, no_servable_check, text, message):
