@@ -110,6 +110,9 @@ def profile_server(args, base_path: str, jpegs: list[bytes]) -> dict:
                                      grpc_max_threads=max(32, args.concurrency))
     images = [(f"image-{i}.jpg", data) for i, data in enumerate(jpegs)]
     results = {}
+    # The server's TensorFlow pools sized as this process's: TensorFlow reads these variables when it
+    # creates them, as --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism would.
+    os.environ.update(TF_NUM_INTRAOP_THREADS=str(args.intra_op), TF_NUM_INTEROP_THREADS=str(args.inter_op))
     process, port = start_server(server_args, batching=True)
     try:
         for round_number in range(args.rounds):
@@ -172,7 +175,8 @@ def main(argv=None) -> int:
 
     jpegs = folder_images(args.images, 64) if args.images else synthetic_jpegs(32)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {len(jpegs)} distinct images, "
-          f"intra-op {args.intra_op}, inter-op {args.inter_op}", flush=True)
+          f"intra-op {args.intra_op}, inter-op {args.inter_op}, server: {args.num_batch_threads} batch threads, "
+          f"{args.concurrency} clients", flush=True)
     model = build_classifier(2, IMG_SIZE, args.weights).model
     with tempfile.TemporaryDirectory() as work:
         version_dir = os.path.join(work, "profiled", "1")
