@@ -3,7 +3,8 @@
     python bench/serve_batching.py --model-base-path /tmp/models --model cats_vs_dogs --images PHOTOS/
 
 In one run: the in-process SavedModel (TF Serving's session path, model_api/session_bundle.py)
-at each of --in-process-batches (the reference --in-process-batch, 32, among them), then the
+at each of --in-process-batches (the reference --in-process-batch, 32, among them; median of
+interleaved rounds), then the
 local server started twice (`python -m serving`, its own process), without and with
 --enable_batching (serving/config/batching_parameters.txt unless --batching-parameters), each
 loaded by --concurrency clients sending one image per request. Prints images/s and p50/p99
@@ -29,28 +30,33 @@ from model_api.versions import list_versions  # noqa: E402
 
 
 def in_process_images_per_second(version_dir: str, images: list[bytes], batches: list[int],
-                                 count: int) -> dict[int, float]:
-    """{batch size: images/s} over about `count` images per batch size, one bundle for all."""
+                                 count: int, rounds: int = 3) -> dict[int, float]:
+    """{batch size: median images/s} over `rounds` rounds of about `count` images per batch size, one
+    bundle for all. The rounds interleave the batch sizes: on a shared machine a change of load then
+    reaches every size alike, instead of making the last size measured look slow."""
+    import statistics
+
     import numpy as np
 
     from model_api import signature as sig
     from model_api.session_bundle import SessionBundle
 
     bundle = SessionBundle(version_dir)
-    rates = {}
+    feeds = {batch: [np.array([images[(r * batch + k) % len(images)] for k in range(batch)], dtype=object)
+                     for r in range(max(1, count // batch))] for batch in batches}
+    rates = {batch: [] for batch in batches}
     try:
         for batch in batches:
-            rounds = max(1, count // batch)
-            feeds = [np.array([images[(r * batch + k) % len(images)] for k in range(batch)], dtype=object)
-                     for r in range(rounds)]
-            bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feeds[0]})  # first run at this size compiles
-            started = time.perf_counter()
-            for feed in feeds:
-                bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feed})
-            rates[batch] = batch * rounds / (time.perf_counter() - started)
+            bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feeds[batch][0]})  # first run at a size
+        for _ in range(rounds):
+            for batch in batches:
+                started = time.perf_counter()
+                for feed in feeds[batch]:
+                    bundle.run(sig.SERVING_DEFAULT, {sig.INPUT_IMAGE_BYTES: feed})
+                rates[batch].append(batch * len(feeds[batch]) / (time.perf_counter() - started))
     finally:
         bundle.close()
-    return rates
+    return {batch: statistics.median(values) for batch, values in rates.items()}
 
 
 def free_port() -> int:
@@ -86,7 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--in-process-batches", type=int, nargs="+", default=[1, 4, 8, 16, 32],
                         help="batch sizes to measure in process; the best of them is the other reference")
     parser.add_argument("--in-process-images", type=int, default=320,
-                        help="images per in-process batch size (batch 32: 10 rounds)")
+                        help="images per in-process batch size and round (batch 32: 10 requests)")
+    parser.add_argument("--in-process-rounds", type=int, default=3,
+                        help="interleaved rounds over the batch sizes; the median rate is reported")
     parser.add_argument("--batching-parameters", default=os.path.join(REPO, "serving", "config",
                                                                       "batching_parameters.txt"))
     parser.add_argument("--grpc-max-threads", type=int, default=32,
@@ -105,7 +113,7 @@ def main(argv=None) -> int:
 
     batches = sorted(set(args.in_process_batches) | {args.in_process_batch})
     in_process = in_process_images_per_second(version_dir, [data for _, data in images], batches,
-                                              args.in_process_images)
+                                              args.in_process_images, args.in_process_rounds)
     for batch, rate in in_process.items():
         print(f"in-process signature, batch {batch}: {rate:.1f} images/s", flush=True)
     best = max(in_process, key=in_process.get)
