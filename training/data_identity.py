@@ -70,15 +70,3 @@ def describe(identity: dict | None) -> str:
 def short(fingerprint: str | None) -> str:
     """`sha256:` and the first 12 hex digits: enough to tell two folders apart in one line."""
     return f"{fingerprint[:19]}…" if fingerprint and len(fingerprint) > 19 else str(fingerprint)
-
-
-def identify(config) -> dict:
-    """The data's identity as it is now, read again. Only export.py calls it, until its model card takes the
-    identity the run was tested on (metrics.json's data.identity, from training/data.py)."""
-    from training.data import list_image_folder
-
-    if config.data_dir:
-        return folder_identity(config.data_dir, *list_image_folder(config.data_dir))
-    import tensorflow_datasets as tfds
-
-    return tfds_identity(tfds.builder(config.dataset, data_dir=config.tfds_data_dir).info)

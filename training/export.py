@@ -214,12 +214,24 @@ def check_matches_training(config: TrainConfig, metrics: dict, metrics_path: str
                           "give export-model the training job's flags")
 
 
+def _identify_now(config: TrainConfig) -> dict:
+    """The data's identity as it is now, read again (until the card takes metrics.json's data.identity,
+    what the run was tested on: issue 18)."""
+    from training.data import list_image_folder
+
+    if config.data_dir:
+        return data_identity.folder_identity(config.data_dir, *list_image_folder(config.data_dir))
+    import tensorflow_datasets as tfds
+
+    return data_identity.tfds_identity(tfds.builder(config.dataset, data_dir=config.tfds_data_dir).info)
+
+
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
     reference = keras_logits(model, [decode_rgb(b).numpy() for b in images], config.img_size, config.tta)
     card_accuracy = list(metrics["phases"].values())[-1]["test_accuracy"] if metrics.get("phases") else None
-    identity = data_identity.identify(config)
+    identity = _identify_now(config)
 
     def write(directory: str, version: int) -> None:
         write_servable(model, metrics["data"]["class_names"], config,
