@@ -8,7 +8,7 @@ exported with training/export.py, then, at batch 1, 8 and 32, in rounds that int
 (the machine is shared: a load change then hits all cases alike, not the last one measured):
 - network:     the bare Keras forward on a float batch (tf.function), the reference rate;
 - decode:      the signature's decode (header check + decode_image) alone, per image in a map_fn;
-- preprocess:  decode + scale + resize alone (training/preprocess.py bytes_batch_to_input);
+- preprocess:  decode + scale + resize alone (model_api/preprocess.py bytes_batch_to_input);
 - net-session: `predict_images` (floats in) in TF Serving's session path (model_api/session_bundle.py);
 - signature:   `serving_default` (encoded bytes in) in the same Session;
 then the local server (`python -m serving --enable_batching`) answering --concurrency gRPC clients
@@ -57,7 +57,7 @@ def in_process_cases(model, bundle, jpegs: list[bytes], batch: int) -> dict:
     import tensorflow as tf
 
     from model_api import signature as sig
-    from training.preprocess import bytes_batch_to_input, decode_checked
+    from model_api.preprocess import bytes_batch_to_input, decode_checked
 
     floats = np.random.default_rng(batch).uniform(-1, 1, (batch, IMG_SIZE, IMG_SIZE, 3)).astype(np.float32)
     encoded = np.array([jpegs[i % len(jpegs)] for i in range(batch)], dtype=object)

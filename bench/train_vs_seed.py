@@ -28,7 +28,7 @@ def seed_pipeline(data, weights: str | None, img_size: int, epochs: int, fine_tu
     import keras
     import numpy as np
 
-    from training.preprocess import format_example
+    from model_api.preprocess import format_example
 
     def fmt(image, label):
         return format_example(image, img_size), label

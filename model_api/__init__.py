@@ -1,4 +1,5 @@
-"""The API contract shared by export, serving and client: nothing here imports TensorFlow.
+"""The contract shared by training, publishing, serving and client: one definition of each name.
 
-One definition of each name, so the exporter, the local server and the clients cannot drift.
+The modules the client and server need import TensorFlow only inside functions; preprocess and
+decision (the signature's input pipeline and the meaning of its outputs) are TensorFlow graph code.
 """

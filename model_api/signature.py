@@ -43,6 +43,6 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 # Raise it at export (train-job / export-model --max-pixels, or TRAIN_MAX_PIXELS) with the pod's memory.
 DEFAULT_MAX_PIXELS = 16_000_000
 
-# Every refusal of one image by the signature (training/preprocess.py) starts with this; it is
+# Every refusal of one image by the signature (model_api/preprocess.py) starts with this; it is
 # how a client tells an image's own error from a request-level one (model_api/status.py).
 IMAGE_ERROR_PREFIX = "image is "

@@ -47,7 +47,7 @@ BATCHED_OUTPUT_TENSOR = "Batched output tensor"
 _FAILED_PRECONDITION_MESSAGES = (SIGNATURE_KEY_NOT_FOUND, PADDING_TURNED_OFF, BATCHED_OUTPUT_TENSOR)
 
 
-# How the exported signature says that one image is bad: training/preprocess.py's checks all
+# How the exported signature says that one image is bad: model_api/preprocess.py's checks all
 # start IMAGE_ERROR_PREFIX (empty, not a JPEG/PNG/GIF/BMP, truncated, too large), and TF's decode
 # kernels name the format ("Invalid JPEG data", "Invalid PNG", "Invalid GIF data") or the
 # channels they found. No request-level refusal (batch size, signature, input name, dtype,

@@ -20,7 +20,7 @@ from training.config import CONFIG_ERROR_EXIT, ConfigError, TrainConfig, from_en
 def _keep_caches_in(work_dir: str) -> None:
     """Keras and matplotlib caches go under a local work dir unless the user set them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from training.storage import is_local
+    from publishing.storage import is_local
 
     if is_local(work_dir):  # gs://, s3://, ram://... leave Keras' and matplotlib's defaults
         os.environ.setdefault("KERAS_HOME", os.path.join(os.path.abspath(work_dir), "keras"))
@@ -31,7 +31,8 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, data_identity, decision, phases, plans, report
+    from training import checkpoints, data_identity, phases, plans, report
+    from model_api import decision
     from training import data as data_lib
     from training import model as model_lib
     from training.distribute import make_runtime

@@ -20,7 +20,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from training import storage
+from publishing import storage
 from training.inputs import Shard
 from training.progress import say
 

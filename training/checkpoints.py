@@ -28,7 +28,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from training import data_identity, storage
+from training import data_identity
+from publishing import storage
 from training.config import RUN, TrainConfig, data_flag, flag, settings
 
 # The phases' names: their checkpoint folders, metrics.json keys and progress-line prefixes.

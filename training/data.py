@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 
 from model_api.image_folder import FolderError, read_image_folder
-from training import data_identity, storage
+from training import data_identity
+from publishing import storage
 from training.config import FOLDER_FRACTIONS, TrainConfig
-from training.preprocess import decode_rgb
+from model_api.preprocess import decode_rgb
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -2,7 +2,7 @@
 
 The `serving_default` signature (method tensorflow/serving/predict) takes `image_bytes`
 (DT_STRING [-1], one encoded JPEG/PNG/GIF/BMP per element) and runs the training job's own
-preprocessing (training/preprocess.py) inside the graph, so clients send files as they are.
+preprocessing (model_api/preprocess.py) inside the graph, so clients send files as they are.
 `predict_images` takes already-preprocessed float32 [-1, H, W, 3] images in [-1, 1].
 With `--tta flip` both signatures return the mean of the logits of each image and of its
 horizontal mirror (probabilities, classes and labels follow from those logits).
@@ -24,10 +24,12 @@ import tensorflow as tf
 
 from model_api import signature as sig
 from model_api.versions import join
-from training import data_identity, decision, publish, storage
+from training import data_identity, publish
+from model_api import decision
+from publishing import storage
 from training.config import ConfigError, TrainConfig
 from training.data import FOLDER_FRACTIONS
-from training.preprocess import bytes_batch_to_input, decode_rgb, format_example
+from model_api.preprocess import bytes_batch_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
 

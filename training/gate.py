@@ -23,9 +23,10 @@ from model_api.session_bundle import BundleError, SessionBundle
 from model_api.tf_errors import clean_tf_message
 from model_api.versions import join, version_paths
 from model_api.warmup import WarmupError, read_predict_requests
-from training import data_identity, storage
+from training import data_identity
+from publishing import storage
 from training.config import TrainConfig, split_description
-from training.decision import probabilities_from_logits, served_accuracy
+from model_api.decision import probabilities_from_logits, served_accuracy
 
 PARITY_TOLERANCE = 1e-4
 

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from training.config import TrainConfig
-from training.preprocess import format_example
+from model_api.preprocess import format_example
 
 AUTOTUNE = tf.data.AUTOTUNE
 

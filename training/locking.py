@@ -17,7 +17,7 @@ from typing import Self
 import tensorflow as tf
 
 from model_api.versions import STAGING_PREFIX, join
-from training import storage
+from publishing import storage
 
 AREA_SUFFIX = ".publish"
 LOCK_FILE = "lock"

@@ -10,7 +10,7 @@ The parts have one name each, used everywhere in training/:
 - dropout: optional (`--dropout`), between pool and head: Keras' own Dropout, which drops in
          training steps only. Absent by default, as in the tutorial.
 - head:  the Dense logits layer (the tutorial's `prediction_layer`); sizes and loss in
-         training/decision.py.
+         model_api/decision.py.
 - cut:   the index of the base layer where the base splits in two for caching
          (`cut_layer_index`): the deepest layer below `fine_tune_at` whose output alone feeds
          everything above it.
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from training import decision
+from model_api import decision
 
 
 class WeightsUnavailable(RuntimeError):
@@ -132,7 +132,7 @@ def build_classifier(num_classes: int, img_size: int, weights: str, dropout: flo
 
 def compile_for(model: keras.Model, num_classes: int, learning_rate: float, weight_decay: float = 0.0,
                 label_smoothing: float = 0.0) -> None:
-    """RMSprop at `learning_rate` with the one loss and accuracy of training/decision.py.
+    """RMSprop at `learning_rate` with the one loss and accuracy of model_api/decision.py.
 
     The tutorial's RMSprop has neither weight decay nor label smoothing (both 0 by default)."""
     optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, weight_decay=weight_decay or None)

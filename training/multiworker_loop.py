@@ -7,7 +7,7 @@ This loop is TensorFlow's custom-training-loop recipe (tutorials/distribute/cust
 each worker feeds its own shard (`distribute_datasets_from_function`), `strategy.run` per
 replica, the loss averaged over the global batch, the Keras optimizer all-reducing gradients,
 and `strategy.reduce` for the epoch's sums. The loss, the accuracy's decision rule and the
-loss scaling are Keras' own (training/decision.py; `optimizer.scale_loss` before the
+loss scaling are Keras' own (model_api/decision.py; `optimizer.scale_loss` before the
 gradients and the LossScaleOptimizer's unscaling in `apply_gradients`, as Keras' train_step
 does), so --mixed-precision trains as it does in one process. The model is called with
 `training=True` in a training step, as Keras' train_step calls it: the dropout drops, and the
@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from training import decision
+from model_api import decision
 from training.progress import Stopwatch
 
 

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-from training import checkpoints, loops, regularization, storage
+from training import checkpoints, loops, regularization
+from publishing import storage
 from training.config import TrainConfig
 from training.data import Datasets
 from training.inputs import Shard

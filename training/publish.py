@@ -9,7 +9,8 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from model_api.versions import join, next_version, version_dir, version_paths
-from training import locking, storage
+from training import locking
+from publishing import storage
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
 from training.progress import say
 

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training import decision, storage  # noqa: E402
+from model_api import decision  # noqa: E402
+from publishing import storage  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import Datasets  # noqa: E402
 from training.phases import PhaseResult  # noqa: E402
@@ -160,8 +161,8 @@ def plot_samples(images: np.ndarray, true_labels, predicted_labels, probabilitie
 
 
 def plot_test_samples(model, data: Datasets, config: TrainConfig, path: str, count: int = 12) -> str | None:
-    """The model's decisions as served (training/decision.py, with --tta) on the first `count` test images."""
-    from training.preprocess import format_example
+    """The model's decisions as served (model_api/decision.py, with --tta) on the first `count` test images."""
+    from model_api.preprocess import format_example
 
     samples = [(image.numpy(), int(label)) for image, label in data.test.images.take(count)]
     if not samples:

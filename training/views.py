@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from training import decision, inputs
+from training import inputs
+from model_api import decision
 from training.config import IDENTITY
 from training.inputs import AUTOTUNE, Shard, epoch_seed
 

@@ -13,10 +13,11 @@ from PIL import Image
 from model_api import signature as sig
 from model_api.versions import list_versions
 from tests.conftest import TINY_IMG, encode, make_image_folder, tiny_classifier
-from training import export, storage
+from training import export
+from publishing import storage
 from training.config import TrainConfig
 from training.data import load_image_folder
-from training.preprocess import decode_rgb, format_example
+from model_api.preprocess import decode_rgb, format_example
 
 
 def fake_metrics(data, accuracy=0.9):

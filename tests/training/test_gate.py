@@ -11,7 +11,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from model_api import signature as sig
 from tests.conftest import encode, make_image_folder
-from training import export, storage
+from training import export
+from publishing import storage
 from training.data import load_image_folder
 from training.gate import Gate, GateFailed, check_accuracy, check_servable
 

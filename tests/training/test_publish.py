@@ -15,7 +15,8 @@ import tensorflow as tf
 from model_api import signature as sig
 from model_api.versions import list_versions
 from tests.conftest import REPO
-from training import locking, publish, storage
+from training import locking, publish
+from publishing import storage
 
 IDENTITY = {"kind": "folder", "fingerprint": "sha256:same-photos"}
 PARTS = 5  # files a fake servable holds besides saved_model.pb

@@ -104,7 +104,7 @@ def _metrics_of_a_run(config, none=0.90, flip=0.95):
 
 
 def test_the_served_accuracy_is_the_accuracy_with_the_exported_tta():
-    from training import decision
+    from model_api import decision
     from training.config import TrainConfig
 
     flip = _metrics_of_a_run(TrainConfig(tta="flip"))

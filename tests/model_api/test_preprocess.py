@@ -5,7 +5,7 @@ from PIL import Image
 
 from model_api.status import is_image_error
 from tests.conftest import encode
-from training.preprocess import bytes_to_input, decode_checked, format_example, header_size
+from model_api.preprocess import bytes_to_input, decode_checked, format_example, header_size
 
 
 def seed_format_example(image, label, img_size):
