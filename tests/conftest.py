@@ -127,7 +127,7 @@ def export_tiny_model(base_path: pathlib.Path, name: str = "pets", seed: int = 0
     classifier = tiny_classifier(seed=seed)
     config = TrainConfig(data_dir=str(folder), img_size=TINY_IMG, weights="none", model_base_path=str(base_path),
                          model_name=name, **config_overrides)
-    metrics = {"data": {"source": data.source, "class_names": data.class_names,
+    metrics = {"data": {"source": data.source, "class_names": data.class_names, "identity": data.identity,
                         "splits": {n: {"images": s.count} for n, s in data.splits().items()}},
                "phases": {"fine_tuning": {"test_accuracy": 0.5, "test_loss": 0.7, "seconds": 1.0}}}
     return pathlib.Path(export.export_from_training(config, classifier.model, data, metrics)["path"])

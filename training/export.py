@@ -24,34 +24,13 @@ import tensorflow as tf
 
 from model_api import signature as sig
 from model_api.versions import join
-from training import data_identity, publish
 from model_api import decision
 from publishing import storage
-from training.config import ConfigError, TrainConfig
-from training.data import FOLDER_FRACTIONS
+from training import gate, publish
+from training.config import ConfigError, TrainConfig, check_matches_training, split_description
 from model_api.preprocess import bytes_batch_to_input, decode_rgb, format_example
 
 WARMUP_IMAGES = 8
-
-
-def mirror(images: tf.Tensor) -> tf.Tensor:
-    """The horizontal mirror of a batch [N, H, W, 3] (width is axis 2)."""
-    return tf.reverse(images, axis=[2])
-
-
-def combine_tta(logits: tf.Tensor, mirrored_logits: tf.Tensor | None, tta: str) -> tf.Tensor:
-    """The served logits from those of the images and (for tta="flip") of their mirrors."""
-    if tta == "flip":
-        return (logits + mirrored_logits) / 2.0
-    return logits
-
-
-def logits_with_tta(model: keras.Model, images: tf.Tensor, tta: str = "none") -> tf.Tensor:
-    """float32 logits of preprocessed images; with tta="flip" the mean of the logits of each
-    image and of its horizontal mirror."""
-    logits = tf.cast(model(images, training=False), tf.float32)
-    mirrored = tf.cast(model(mirror(images), training=False), tf.float32) if tta == "flip" else None
-    return combine_tta(logits, mirrored, tta)
 
 
 def build_archive(model: keras.Model, class_names: list[str], img_size: int,
@@ -60,7 +39,7 @@ def build_archive(model: keras.Model, class_names: list[str], img_size: int,
     labels = tf.constant(class_names, dtype=tf.string)
 
     def outputs_for(images):
-        logits = logits_with_tta(model, images, tta)
+        logits = decision.served_logits(model, images, tta)
         classes = decision.classes_from_logits(logits)
         return {sig.OUTPUT_PROBABILITIES: decision.probabilities_from_logits_tf(logits),
                 sig.OUTPUT_CLASSES: classes, sig.OUTPUT_LABELS: tf.gather(labels, classes),
@@ -90,11 +69,6 @@ def keras_logits(model: keras.Model, images_uint8: list[np.ndarray], img_size: i
     if tta == "flip":
         logits = (logits + np.asarray(model(batch[:, :, ::-1, :].copy(), training=False), dtype=np.float64)) / 2
     return logits
-
-
-def keras_probabilities(model: keras.Model, images_uint8: list[np.ndarray], img_size: int,
-                        tta: str = "none") -> np.ndarray:
-    return decision.probabilities_from_logits(keras_logits(model, images_uint8, img_size, tta))
 
 
 def warmup_images(data, count: int = WARMUP_IMAGES) -> list[bytes]:
@@ -142,31 +116,22 @@ def code_version() -> str:
         return "unknown"
 
 
-def split_description(config: TrainConfig) -> dict:
-    """What identifies the test split, so that accuracies are compared only like for like."""
-    if config.data_dir:
-        # a list, as the model card's JSON holds it, so that a stored split compares equal
-        return {"kind": "folder", "fractions": list(FOLDER_FRACTIONS), "seed": config.seed,
-                "max_images": config.max_images}
-    return {"kind": "tfds", "train": config.train_split, "validation": config.validation_split,
-            "test": config.test_split, "max_images": config.max_images}
-
-
-def model_card(config: TrainConfig, metrics: dict, version: int, identity: dict) -> dict:
+def model_card(config: TrainConfig, metrics: dict, version: int) -> dict:
+    """What the version is: its data and split as tested (metrics.json), its accuracy as served (with --tta)."""
     phases = metrics.get("phases", {})
     final = list(phases.values())[-1] if phases else {}
     return {
         "model_name": config.resolved_model_name,
         "version": version,
         "dataset": metrics["data"]["source"],
-        "data_identity": identity,
+        "data_identity": metrics["data"]["identity"],
         "split": split_description(config),
         "classes": metrics["data"]["class_names"],
         "image_size": config.img_size,
         "base_model": "MobileNetV2(alpha=1.0, include_top=False)",
         "weights": config.weights,
         "fine_tune_at": config.fine_tune_at,
-        "test_metrics": {"accuracy": final.get("test_accuracy"), "loss": final.get("test_loss"),
+        "test_metrics": {"accuracy": decision.served_accuracy(metrics, config.tta), "loss": final.get("test_loss"),
                          "per_phase": {name: p.get("test_accuracy") for name, p in phases.items()}},
         "training_seconds": sum(p.get("seconds", 0.0) for p in phases.values()),
         "images": {name: s["images"] for name, s in metrics["data"]["splits"].items()},
@@ -197,53 +162,17 @@ def check_serving_config(config: TrainConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
-# The settings model.keras and its split were trained with: the signature's input size and the
-# images the gate and warmup read. export-model must be given the training job's values.
-TRAINED_SETTINGS = ("img_size", "data_dir", "dataset", "seed", "max_images")
-
-
-def check_matches_training(config: TrainConfig, metrics: dict, metrics_path: str) -> None:
-    """One line naming each setting that differs from the trained run's (a model trained at
-    224 px exported with a 160-px signature would pass the gate, whose reference uses 160 too)."""
-    trained = metrics.get("config", {})
-    names = [name for name in TRAINED_SETTINGS if name in trained
-             and not (name == "dataset" and config.data_dir)  # --dataset is ignored with --data-dir
-             and getattr(config, name) != trained[name]]
-    if names:
-        differences = ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)} (trained: {trained[name]})"
-                                for name in names)
-        raise ConfigError(f"{differences} differ from the trained run's {metrics_path}: "
-                          "give export-model the training job's flags")
-
-
-def _identify_now(config: TrainConfig) -> dict:
-    """The data's identity as it is now, read again (until the card takes metrics.json's data.identity,
-    what the run was tested on: issue 18)."""
-    from training.data import list_image_folder
-
-    if config.data_dir:
-        return data_identity.folder_identity(config.data_dir, *list_image_folder(config.data_dir))
-    import tensorflow_datasets as tfds
-
-    return data_identity.tfds_identity(tfds.builder(config.dataset, data_dir=config.tfds_data_dir).info)
-
-
 def export_from_training(config: TrainConfig, model: keras.Model, data, metrics: dict) -> dict:
     """Stage, validate and publish; raises publish.GateFailed (nothing published) on failure."""
     images = warmup_images(data)
     reference = keras_logits(model, [decode_rgb(b).numpy() for b in images], config.img_size, config.tta)
-    card_accuracy = list(metrics["phases"].values())[-1]["test_accuracy"] if metrics.get("phases") else None
-    identity = _identify_now(config)
-
     def write(directory: str, version: int) -> None:
         write_servable(model, metrics["data"]["class_names"], config,
-                       model_card(config, metrics, version, identity), images, directory)
+                       model_card(config, metrics, version), images, directory)
 
     return publish.publish(
         base_path=config.model_base_path, model_name=config.resolved_model_name, write=write,
-        gate=publish.Gate(test_accuracy=card_accuracy, min_accuracy=config.min_accuracy,
-                          max_regression=config.max_regression, force=config.force, data_identity=identity,
-                          split=split_description(config), warmup_images=images, reference_logits=reference),
+        gate=gate.for_run(config, metrics, warmup_images=images, reference_logits=reference),
         version=config.version or None, keep=config.keep, serving_config=config.serving_config)
 
 
@@ -272,11 +201,19 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
-    model = keras.models.load_model(model_path)
     try:
         data = data_lib.load(config)
-        result = export_from_training(config, model, data, metrics)
-    except (publish.GateFailed, publish.PublishError, data_lib.DataError) as err:
+    except data_lib.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        check_matches_training(config, metrics, metrics_path, data.identity)  # the data as tested, by content
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    try:
+        result = export_from_training(config, keras.models.load_model(model_path), data, metrics)
+    except (publish.GateFailed, publish.PublishError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from model_api import decision
 from model_api import signature as sig
 from model_api.versions import list_versions
 from tests.conftest import TINY_IMG, encode, make_image_folder, tiny_classifier
@@ -20,10 +21,12 @@ from training.data import load_image_folder
 from model_api.preprocess import decode_rgb, format_example
 
 
-def fake_metrics(data, accuracy=0.9):
-    return {"data": {"source": data.source, "class_names": data.class_names,
+def fake_metrics(data, accuracy=0.9, flip_accuracy=0.93):
+    """A run's metrics.json: its last phase's (Keras) accuracy and the accuracy as served with each --tta."""
+    return {"data": {"source": data.source, "class_names": data.class_names, "identity": data.identity,
                      "splits": {n: {"images": s.count} for n, s in data.splits().items()}},
-            "phases": {"fine_tuning": {"test_accuracy": accuracy, "test_loss": 0.3, "seconds": 1.0}}}
+            "phases": {"fine_tuning": {"test_accuracy": accuracy, "test_loss": 0.3, "seconds": 1.0}},
+            "accuracy_by_tta": {"test": {"none": accuracy, "flip": flip_accuracy}}}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +110,7 @@ def test_signature_on_bytes_matches_keras_on_the_same_pixels(exported, case):
     if case == "cmyk_jpeg":
         # CMYK becomes the right RGB (not inverted); JPEG decoders differ by a few levels.
         assert np.mean(np.abs(pixels.astype(int) - _pillow_rgb(data).astype(int))) < 3
-    expected = export.keras_probabilities(exported["clf"].model, [pixels], TINY_IMG)
+    expected = decision.probabilities_from_logits(export.keras_logits(exported["clf"].model, [pixels], TINY_IMG))
     got = serve(exported, [data])
     np.testing.assert_allclose(got[sig.OUTPUT_PROBABILITIES], expected, atol=1e-4)
     assert got[sig.OUTPUT_LABELS][0].decode() in ("cat", "dog")
@@ -144,6 +147,7 @@ def test_assets_labels_and_model_card(exported):
     card = json.load(open(os.path.join(path, sig.MODEL_CARD_FILE)))
     assert card["classes"] == ["cat", "dog"] and card["image_size"] == TINY_IMG and card["version"] == 1
     assert card["test_metrics"]["accuracy"] == 0.9
+    assert card["data_identity"] == exported["data"].identity and card["data_identity"]["fingerprint"]
     for key in ("dataset", "split", "base_model", "weights", "training_seconds", "created", "code_version"):
         assert key in card
 
@@ -198,7 +202,8 @@ def test_tta_flip_serves_the_mean_logits_of_the_image_and_its_mirror(exported, e
     got = serve(exported_tta, [data])
     np.testing.assert_allclose(got[sig.OUTPUT_LOGITS][0], (plain + mirrored) / 2, atol=1e-4)
     np.testing.assert_allclose(got[sig.OUTPUT_PROBABILITIES],
-                               export.keras_probabilities(model, [pixels], TINY_IMG, tta="flip"), atol=1e-4)
+                               decision.probabilities_from_logits(export.keras_logits(model, [pixels], TINY_IMG, "flip")),
+                               atol=1e-4)
     assert abs(plain - mirrored).max() > 1e-3, "the picture must not be symmetric for this test to mean anything"
     np.testing.assert_allclose(serve(exported, [data])[sig.OUTPUT_LOGITS][0], plain, atol=1e-4)
 
@@ -215,6 +220,7 @@ def test_tta_flip_gives_a_picture_and_its_mirror_the_same_answer(exported, expor
 def test_tta_is_recorded_and_checked_by_the_gate(exported, exported_tta):
     card = json.load(open(os.path.join(exported_tta["path"], sig.MODEL_CARD_FILE)))
     assert card["tta"] == "flip"
+    assert exported_tta["result"]["gate"]["test_accuracy"] == 0.93
     assert json.load(open(os.path.join(exported["path"], sig.MODEL_CARD_FILE)))["tta"] == "none"
     assert exported_tta["result"]["gate"]["parity_max_abs_difference"] <= 1e-4
 
@@ -265,14 +271,39 @@ def test_export_and_publish_on_ram_use_no_os_call(exported, tmp_path, monkeypatc
     storage.remove_tree(f"ram://export-{os.getpid()}")
 
 
-def test_the_split_description_names_the_folder_split_the_data_uses(tmp_path, monkeypatch):
-    """Compared with the model card's JSON by the regression gate: one definition, stored as a list."""
-    import json
+def test_a_tta_flip_card_states_the_accuracy_as_served_with_the_mirror(exported_tta):
+    """metrics.json's accuracy_by_tta["test"]["flip"] (0.93), not the Keras model's last phase (0.9)."""
+    card = json.load(open(os.path.join(exported_tta["path"], sig.MODEL_CARD_FILE)))
+    print(json.dumps({key: card[key] for key in ("tta", "test_metrics", "split")}))
+    assert card["test_metrics"]["accuracy"] == 0.93
 
-    from training import data, export
-    from training.config import TrainConfig
 
-    split = export.split_description(TrainConfig(data_dir=str(tmp_path)))
-    assert json.loads(json.dumps(split)) == split and split["fractions"] == list(data.FOLDER_FRACTIONS)
-    monkeypatch.setattr(export, "FOLDER_FRACTIONS", (0.7, 0.2, 0.1))
-    assert export.split_description(TrainConfig(data_dir=str(tmp_path)))["fractions"] == [0.7, 0.2, 0.1]
+def test_export_model_refuses_a_test_split_the_run_was_not_tested_on(tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "model.keras").write_bytes(b"never read: the refusal comes first")
+    trained = TrainConfig(img_size=TINY_IMG)
+    (work / "metrics.json").write_text(json.dumps({"config": trained.to_dict(), "data": {}}))
+    code = export.main(["--work-dir", str(work), "--img-size", str(TINY_IMG), "--test-split", "train[95%:]",
+                        "--model-base-path", str(tmp_path / "models")])
+    err = capsys.readouterr().err.strip()
+    print(err)
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("error: --test-split train[95%:] (trained: train[90%:]) differ from the trained run's")
+    assert not (tmp_path / "models").exists()
+
+
+def test_export_model_refuses_data_changed_since_it_was_tested(exported, tmp_path, capsys):
+    """The folder's fingerprint as loaded now against metrics.json's: a photo replaced in place, same count."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "model.keras").write_bytes(b"never read: the refusal comes first")
+    config = exported["config"]
+    metrics = {**fake_metrics(exported["data"]), "config": config.to_dict()}
+    metrics["data"]["identity"] = {**exported["data"].identity, "fingerprint": "sha256:" + "0" * 64}
+    (work / "metrics.json").write_text(json.dumps(metrics))
+    code = export.main(["--work-dir", str(work), "--data-dir", config.data_dir, "--img-size", str(TINY_IMG),
+                        "--weights", "none", "--model-base-path", str(tmp_path / "models")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "content changed since it was tested" in err and err.count("\n") == 0
+    assert not (tmp_path / "models").exists()
