@@ -4,7 +4,7 @@ Kubernetes' own schemas (kubernetes-validate) and checkov do not cover this cust
 so it is checked here: what it serves and with which TF Serving release, and, where the kserve
 SDK is installed, every field against the SDK's generated InferenceService model classes.
 The SDK is not a dev dependency: it requires protobuf<7 and psutil<6, which would downgrade the
-protobuf TensorFlow and the serving API run on (see the README).
+protobuf TensorFlow and the serving API run on (see docs/kubernetes.md, section KServe).
 """
 import pathlib
 import re
