@@ -90,12 +90,12 @@ def serving_rates(precision: str, args, jpegs: list[bytes]) -> dict[tuple[str, i
 
     from model_api import signature as sig
     from model_api.session_bundle import SessionBundle
-    from training import export
+    from publishing import archive
 
     classifier = build(precision, args.img_size, args.weights)
     rates = {}
     with tempfile.TemporaryDirectory() as work:
-        export.build_archive(classifier.model, ["cat", "dog"], args.img_size).write_out(work, verbose=False)
+        archive.build_archive(classifier.model, ["cat", "dog"], args.img_size).write_out(work, verbose=False)
         bundle = SessionBundle(work)
         try:
             for batch in args.batches:

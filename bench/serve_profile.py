@@ -4,7 +4,7 @@
                                   [--intra-op 0 --inter-op 0] [--num-batch-threads 2]
 
 One MobileNetV2 classifier (160 px, random weights unless --weights: speed does not depend on them)
-exported with training/export.py, then, at batch 1, 8 and 32, in rounds that interleave every case
+exported with publishing/archive.py, then, at batch 1, 8 and 32, in rounds that interleave every case
 (the machine is shared: a load change then hits all cases alike, not the last one measured):
 - network:     the bare Keras forward on a float batch (tf.function), the reference rate;
 - decode:      the signature's decode (header check + decode_image) alone, per image in a map_fn;
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     from model_api.session_bundle import SessionBundle, set_process_threads, thread_config
 
     set_process_threads(args.intra_op, args.inter_op)  # before TensorFlow runs anything: see thread_config
-    from training import export
+    from publishing import archive
     from training.model import build_classifier
 
     jpegs = folder_images(args.images, 64) if args.images else synthetic_jpegs(32)
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     model = build_classifier(2, IMG_SIZE, args.weights).model
     with tempfile.TemporaryDirectory() as work:
         version_dir = os.path.join(work, "profiled", "1")
-        export.build_archive(model, ["cat", "dog"], IMG_SIZE).write_out(version_dir, verbose=False)
+        archive.build_archive(model, ["cat", "dog"], IMG_SIZE).write_out(version_dir, verbose=False)
         bundle = SessionBundle(version_dir, session_config=thread_config(args.intra_op, args.inter_op))
         try:
             results = profile_in_process(model, bundle, jpegs, args.rounds, args.min_images)

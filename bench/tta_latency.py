@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from model_api.session_bundle import SessionBundle
-    from training import export
+    from publishing import archive
     from training.model import build_classifier
 
     images = folder_images(args.images, max(BATCHES)) if args.images else synthetic_jpegs(max(BATCHES))
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
         for tta in ("none", "flip"):
             path = os.path.join(work, tta)
-            export.build_archive(model, ["cat", "dog"], args.img_size, tta=tta).write_out(path, verbose=False)
+            archive.build_archive(model, ["cat", "dog"], args.img_size, tta=tta).write_out(path, verbose=False)
             bundle = SessionBundle(path)
             try:
                 for batch in BATCHES:

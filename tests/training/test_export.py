@@ -15,7 +15,7 @@ from model_api import signature as sig
 from model_api.versions import list_versions
 from tests.conftest import TINY_IMG, encode, make_image_folder, tiny_classifier
 from training import export
-from publishing import storage
+from publishing import archive, storage
 from training.config import TrainConfig
 from training.data import load_image_folder
 from model_api.preprocess import decode_rgb, format_example
@@ -110,7 +110,7 @@ def test_signature_on_bytes_matches_keras_on_the_same_pixels(exported, case):
     if case == "cmyk_jpeg":
         # CMYK becomes the right RGB (not inverted); JPEG decoders differ by a few levels.
         assert np.mean(np.abs(pixels.astype(int) - _pillow_rgb(data).astype(int))) < 3
-    expected = decision.probabilities_from_logits(export.keras_logits(exported["clf"].model, [pixels], TINY_IMG))
+    expected = decision.probabilities_from_logits(archive.keras_logits(exported["clf"].model, [pixels], TINY_IMG))
     got = serve(exported, [data])
     np.testing.assert_allclose(got[sig.OUTPUT_PROBABILITIES], expected, atol=1e-4)
     assert got[sig.OUTPUT_LABELS][0].decode() in ("cat", "dog")
@@ -202,7 +202,7 @@ def test_tta_flip_serves_the_mean_logits_of_the_image_and_its_mirror(exported, e
     got = serve(exported_tta, [data])
     np.testing.assert_allclose(got[sig.OUTPUT_LOGITS][0], (plain + mirrored) / 2, atol=1e-4)
     np.testing.assert_allclose(got[sig.OUTPUT_PROBABILITIES],
-                               decision.probabilities_from_logits(export.keras_logits(model, [pixels], TINY_IMG, "flip")),
+                               decision.probabilities_from_logits(archive.keras_logits(model, [pixels], TINY_IMG, "flip")),
                                atol=1e-4)
     assert abs(plain - mirrored).max() > 1e-3, "the picture must not be symmetric for this test to mean anything"
     np.testing.assert_allclose(serve(exported, [data])[sig.OUTPUT_LOGITS][0], plain, atol=1e-4)

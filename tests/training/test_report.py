@@ -118,13 +118,14 @@ def test_the_served_accuracy_is_the_accuracy_with_the_exported_tta():
 def test_the_gate_checks_the_accuracy_as_served_on_the_data_that_was_tested(tmp_path):
     import pytest
 
-    from training import gate
+    from publishing import gate
     from training.config import TrainConfig
+    from training.export import for_run
 
     config = TrainConfig(tta="flip", min_accuracy=0.93, data_dir=str(tmp_path))
-    run_gate = gate.for_run(config, _metrics_of_a_run(config))
+    run_gate = for_run(config, _metrics_of_a_run(config))
     assert run_gate.test_accuracy == 0.95 and run_gate.data_identity == {"fingerprint": "sha256:x"}
     assert gate.check_accuracy(run_gate, str(tmp_path / "models"))["test_accuracy"] == 0.95
     plain = TrainConfig(tta="none", min_accuracy=0.93, data_dir=str(tmp_path))
     with pytest.raises(gate.GateFailed, match="test accuracy 0.9000 is below --min-accuracy 0.9300"):
-        gate.check_accuracy(gate.for_run(plain, _metrics_of_a_run(plain)), str(tmp_path / "models"))
+        gate.check_accuracy(for_run(plain, _metrics_of_a_run(plain)), str(tmp_path / "models"))

@@ -1,6 +1,5 @@
 """Publish a version under `<base>/<name>/<n>/` only after it proves itself, completely: staged and
-locked in `<base>/.<name>.publish/`, placed without replacing anything (docs/pending/publish.md).
-"""
+locked in `<base>/.<name>.publish/`, placed without replacing anything, old versions pruned (docs/export.md)."""
 from __future__ import annotations
 
 import os
@@ -9,10 +8,8 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from model_api.versions import join, next_version, version_dir, version_paths
-from training import locking
-from publishing import storage
-from training.gate import Gate, GateFailed, check_accuracy, check_servable
-from training.progress import say
+from publishing import locking, storage
+from publishing.gate import Gate, GateFailed, check_accuracy, check_servable, say
 
 __all__ = ["Gate", "GateFailed", "PublishError", "protected_versions", "prune", "publish"]
 gfile = tf.io.gfile
@@ -114,7 +111,7 @@ def publish(base_path: str, model_name: str, write: Callable[[str, int], None], 
 
 def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep, protected, owner, held) -> dict:
     """With the lock held: clean up after exporters that are gone, pick the version, accuracy gate,
-    write into staging, flush, servable gate (training/gate.py), confirm the lock, place, prune."""
+    write into staging, flush, servable gate (publishing/gate.py), confirm the lock, place, prune."""
     # Counted before an abandoned incomplete version is removed, so its number is never reused
     # (TF Serving may still hold that version's failed load).
     version = int(version) if version else next_version(model_dir)
@@ -129,7 +126,8 @@ def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep
         write(staging, version)
         storage.fsync_tree(staging)
         servable_report = check_servable(staging, gate)
-        held.check()  # a lease lost while we wrote: another exporter may be placing this number now
+        if held:  # a lease lost while we wrote: another exporter may be placing this number now
+            held.check()
         put_in_place(staging, final, version, owner, held)
     finally:
         if gfile.exists(staging):
@@ -141,7 +139,7 @@ def _publish_locked(model_dir, base_path, model_name, write, gate, version, keep
 
 
 def put_in_place(staging: str, final: str, version: int, owner: locking.Owner,
-                 held: locking.Held | None = None) -> None:
+                 held: locking.Lease | None = None) -> None:
     appeared = f"version {version} appeared at {final} while exporting; not overwritten"
     if storage.is_local(final):
         try:
@@ -192,7 +190,7 @@ def protected_versions(serving_config: str | None, model_name: str) -> set[int]:
 
 
 def prune(model_dir: str, keep: int, protected: set[int], owner: locking.Owner | None = None,
-          held: locking.Held | None = None) -> list[int]:
+          held: locking.Lease | None = None) -> list[int]:
     """Remove all but the newest `keep` versions, never a protected one; stop if `held` is lost.
 
     Locally each is renamed away into the publish area first (TF Serving then unloads it whole)

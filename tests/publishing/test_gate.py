@@ -11,10 +11,10 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from model_api import signature as sig
 from tests.conftest import encode, make_image_folder
-from training import export
+from publishing import archive
 from publishing import storage
 from training.data import load_image_folder
-from training.gate import Gate, GateFailed, check_accuracy, check_servable
+from publishing.gate import Gate, GateFailed, check_accuracy, check_servable
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_a_missing_contract_signature_is_refused(staged):
 
 def test_a_warmup_record_that_fails_in_the_session_is_refused(staged, cat_jpeg):
     (staged / sig.WARMUP_FILE).unlink()
-    export.write_warmup_file(str(staged / sig.WARMUP_FILE), "pets", [cat_jpeg, b"GARBAGE" * 4])
+    archive.write_warmup_file(str(staged / sig.WARMUP_FILE), "pets", [cat_jpeg, b"GARBAGE" * 4])
     with pytest.raises(GateFailed, match=r"'warmup'.*record 2 failed.*InvalidArgumentError.*not a JPEG"):
         check_servable(str(staged), Gate(test_accuracy=1.0))
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from model_api import signature as sig
 from model_api.versions import list_versions
 from tests.conftest import REPO
-from training import locking, publish
+from publishing import locking, publish
 from publishing import storage
 
 IDENTITY = {"kind": "folder", "fingerprint": "sha256:same-photos"}
@@ -142,7 +142,7 @@ def test_a_process_killed_during_export_leaves_no_version_behind(tmp_path, no_se
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from training import publish
+        from publishing import publish
         def write(directory, version):
             os.makedirs(directory)
             open(os.path.join(directory, "saved_model.pb"), "wb").write(b"x" * 1000)
@@ -194,8 +194,8 @@ def test_placement_never_lands_on_a_version_created_meanwhile(tmp_path, no_serva
 TWO_EXPORTERS = textwrap.dedent("""
     import json, os, sys, time
     sys.path.insert(0, {repo!r})
-    from tests.training.test_publish import IDENTITY, fake_servable
-    from training import publish
+    from tests.publishing.test_publish import IDENTITY, fake_servable
+    from publishing import publish
     publish.check_servable = lambda staged, gate: {{}}
     base, me, other = sys.argv[1], sys.argv[2], sys.argv[3]
     open(os.path.join(base, me + ".ready"), "w").close()
@@ -327,14 +327,15 @@ def test_two_exporters_on_ram_publish_two_complete_distinct_versions(ram_base, n
     assert entries(f"{ram_base}/m") == ["1", "2"]
 
 
-def test_the_lease_lock_makes_a_second_owner_wait_and_takes_over_an_expired_lease(ram_base):
+def test_the_lease_lock_makes_a_second_owner_wait_and_takes_over_an_expired_lease(ram_base, monkeypatch):
+    monkeypatch.setattr(locking, "SETTLE_SECONDS", 0.05)
     path = f"{ram_base}/lease"
     first, second = locking.Owner.new(), locking.Owner.new()
     order, messages = [], []
     import time
 
     def take(owner, hold):
-        with locking._lease_lock(path, owner, time.monotonic() + 30, messages.append, settle=0.05):
+        with locking._lease_lock(path, owner, time.monotonic() + 30, messages.append):
             order.append(owner.token)
             time.sleep(hold)
 

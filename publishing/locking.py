@@ -1,6 +1,5 @@
 """The publish area `<base>/.<model>.publish/` (lock, staging), which copiers of `<model>/` never see, and its lock:
-a kernel record lock locally; on object stores a lease, checked before placing (why: docs/pending/publish.md).
-"""
+a kernel record lock locally; on object stores a lease, checked before placing (why: docs/export.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -33,10 +32,6 @@ class LockError(RuntimeError):
     """The publish lock cannot be taken or was lost; the message says why, in one line."""
 
 
-class LockTimeout(LockError):
-    """Another exporter held the model's publish lock for longer than we were willing to wait."""
-
-
 class LockLost(LockError):
     """Our lease expired unrenewed or was taken over: nothing more may be placed or pruned."""
 
@@ -59,16 +54,14 @@ class Owner:
     def new(cls) -> Owner:
         return cls(socket.gethostname(), os.getpid(), secrets.token_hex(4))
 
-    def describe(self) -> str:
-        return f"pid {self.pid} on {self.host}"
-
     def staging_name(self, purpose: str = "") -> str:
         """`.staging-<pid>-<token>[-<purpose>]@<host>`: never an integer, so never a version."""
         return f"{STAGING_PREFIX}{self.pid}-{self.token}{'-' + purpose if purpose else ''}@{self.host}"
 
 
+_GUARD = threading.Lock()
 _LIVE_TOKENS: set[str] = set()  # publishes running in this process
-_LIVE_GUARD = threading.Lock()
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}  # one per publish area: record locks are per process
 
 
 def owner_of(name: str) -> Owner | None:
@@ -84,10 +77,8 @@ def owner_of(name: str) -> Owner | None:
 
 def purpose_of(name: str) -> str:
     """The purpose a staging name records after its token (`placing-3`), '' for none."""
-    if owner_of(name) is None:
-        return ""
     head = name[len(STAGING_PREFIX):].split("@", 1)[0]
-    return head.split("-", 2)[2] if head.count("-") >= 2 else ""
+    return head.split("-", 2)[2] if owner_of(name) and head.count("-") >= 2 else ""
 
 
 def _process_alive(pid: int) -> bool:
@@ -96,64 +87,46 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 
 def is_abandoned(name: str, me: Owner) -> bool:
-    """Whether a staging folder may be removed by `me`, who holds the model's publish lock.
-
-    Staging folders exist only while their owner holds the lock, so one owned by another
-    host, or by a process of this host that is gone, or by a finished publish of this
-    process, is abandoned. One owned by a live process of this host is kept: it may be an
-    exporter that does not take the lock, and deleting its work is the bug this prevents.
-    """
+    """Whether `me`, holding the lock, may remove a staging folder: staging exists only while its owner holds
+    the lock, but a live process of this host may be an exporter that takes none (docs/export.md)."""
     owner = owner_of(name)
     if owner is None or owner.host != me.host:
         return True
     if owner.pid == me.pid:
-        with _LIVE_GUARD:
+        with _GUARD:
             return owner.token not in _LIVE_TOKENS
     return not _process_alive(owner.pid)
 
 
-_PROCESS_LOCKS: dict[str, threading.Lock] = {}
-_PROCESS_LOCKS_GUARD = threading.Lock()
-
-
 def _process_lock(area: str) -> threading.Lock:
     key = os.path.realpath(area) if storage.is_local(area) else area.rstrip("/")
-    with _PROCESS_LOCKS_GUARD:
+    with _GUARD:
         return _PROCESS_LOCKS.setdefault(key, threading.Lock())
-
-
-class Held:
-    """A lock that cannot be lost while its process lives (the kernel's record lock)."""
-
-    def alive(self) -> bool:
-        return True
-
-    def check(self) -> None:
-        """Raise LockLost unless we still own the lock; called before placing and pruning."""
 
 
 @contextlib.contextmanager
 def publish_lock(model_dir: str, owner: Owner, timeout: float = DEFAULT_TIMEOUT_SECONDS, say=print):
-    """Hold the model's exclusive publish lock (waiting at most `timeout` s); yields a Held."""
+    """Hold the model's exclusive publish lock (waiting at most `timeout` s); yields the Lease on object
+    stores, to check before placing and pruning, and None locally (a kernel lock is never lost while we live)."""
     deadline = time.monotonic() + timeout
     area = publish_area(model_dir)
     thread_lock = _process_lock(area)  # record locks are per process: serialize our threads too
     if not thread_lock.acquire(timeout=max(timeout, 0)):
-        raise LockTimeout(f"another export in this process held the publish lock on {model_dir} "
+        raise LockError(f"another export in this process held the publish lock on {model_dir} "
                           f"for more than {timeout:g}s")
-    with _LIVE_GUARD:
+    with _GUARD:
         _LIVE_TOKENS.add(owner.token)
     try:
         holder = _file_lock if storage.is_local(model_dir) else _lease_lock
         with holder(join(area, LOCK_FILE), owner, deadline, say) as held:
             yield held
     finally:
-        with _LIVE_GUARD:
+        with _GUARD:
             _LIVE_TOKENS.discard(owner.token)
         thread_lock.release()
 
@@ -170,6 +143,20 @@ def _describe_holder(text: str) -> str:
         return "another exporter"
 
 
+def _waiter(lock: str, deadline: float, say):
+    """wait(holder, pause) after each failed try: says once who holds `lock`; LockError past the deadline."""
+    told = []
+
+    def wait(holder: str, pause: float) -> None:
+        if not told:
+            say(f"[export] waiting for {lock}, held by {holder}")
+            told.append(holder)
+        if time.monotonic() > deadline:
+            raise LockError(f"{lock} was still held when the wait ended")
+        time.sleep(pause)
+    return wait
+
+
 @contextlib.contextmanager
 def _file_lock(path: str, owner: Owner, deadline: float, say):
     """fcntl.lockf: Linux's NFS client forwards it to the server, and the kernel releases it
@@ -182,7 +169,7 @@ def _file_lock(path: str, owner: Owner, deadline: float, say):
     except OSError as err:  # e.g. created by another user: every exporter of the model must be able to write it
         raise LockError(f"cannot open the publish lock {path}: {err.strerror}") from None
     try:
-        told = False
+        wait = _waiter(f"the publish lock {path}", deadline, say)
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,18 +177,12 @@ def _file_lock(path: str, owner: Owner, deadline: float, say):
             except OSError as err:
                 if err.errno not in (errno.EAGAIN, errno.EACCES):  # only these mean "held by another process"
                     raise LockError(_lock_failure(path, err)) from None
-                if not told:
-                    say(f"[export] waiting for the publish lock {path}, held by "
-                        f"{_describe_holder(os.pread(fd, 4096, 0).decode(errors='replace'))}")
-                    told = True
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"the publish lock {path} was still held when the wait ended") from None
-                time.sleep(0.2)
+            wait(_describe_holder(os.pread(fd, 4096, 0).decode(errors="replace")), 0.2)
         # The file is never deleted: a waiter may hold it open, and a new inode would let two in.
         os.ftruncate(fd, 0)
         os.pwrite(fd, _owner_record(owner).encode(), 0)
         try:
-            yield Held()
+            yield None
         finally:
             os.ftruncate(fd, 0)
             fcntl.lockf(fd, fcntl.LOCK_UN)
@@ -218,8 +199,7 @@ def _lock_failure(path: str, err: OSError) -> str:
 
 def _read_lease(path: str) -> dict | None:
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return json.loads(f.read())
+        return storage.read_json(path)
     except (tf.errors.NotFoundError, ValueError):
         return None
 
@@ -228,12 +208,13 @@ def _reason(err: tf.errors.OpError) -> str:
     return f"{type(err).__name__}: {err.message}"
 
 
-class Lease(Held):
+class Lease:
     """A lease object on a store without atomic create: renewed in the background, each renewal
     reading back our token first; a renewal that keeps failing or finds another owner marks it lost."""
 
-    def __init__(self, path: str, owner: Owner, lease: float, retry: float):
-        self.path, self.owner, self.lease, self.retry = path, owner, lease, retry
+    def __init__(self, path: str, owner: Owner):
+        self.path, self.owner, self.lease = path, owner, LEASE_SECONDS
+        self.retry = min(RETRY_SECONDS, self.lease / 10)
         self.valid_until = 0.0  # monotonic; the lease we last wrote runs out then
         self.lost = ""
         self.failure = ""  # the last renewal's error, "" once one succeeds
@@ -257,6 +238,7 @@ class Lease(Held):
         return not self.lost and time.monotonic() < self.valid_until - self.lease / 4
 
     def check(self) -> None:
+        """Raise LockLost unless we still own the lease; called before placing and pruning."""
         try:
             if self.alive() and self.ours():
                 return
@@ -265,9 +247,8 @@ class Lease(Held):
         raise LockLost(self.lost or self._expired())
 
     def _expired(self) -> str:
-        if self.failure:
-            return f"the publish lease {self.path} could not be renewed: {self.failure}"
-        return f"the publish lease {self.path} was not renewed in time"
+        return f"the publish lease {self.path} " + (f"could not be renewed: {self.failure}" if self.failure
+                                                     else "was not renewed in time")
 
     def _renew_until_stopped(self) -> None:
         delay = self.lease / 3
@@ -296,15 +277,12 @@ class Lease(Held):
 
 
 @contextlib.contextmanager
-def _lease_lock(path: str, owner: Owner, deadline: float, say, lease: float | None = None,
-                settle: float | None = None):
+def _lease_lock(path: str, owner: Owner, deadline: float, say):
     """Written when absent or expired, read back after a settle delay: this narrows the race
     between two exporters starting in the same instant but cannot close it (no atomic create)."""
-    lease = lease or LEASE_SECONDS
-    settle = SETTLE_SECONDS if settle is None else settle
-    held = Lease(path, owner, lease, min(RETRY_SECONDS, lease / 10))
+    held = Lease(path, owner)
     try:
-        _take(held, deadline, say, settle)
+        _take(held, deadline, say, SETTLE_SECONDS)
     except tf.errors.OpError as err:  # one line now, not an hour's wait on a store that refuses us
         raise LockError(f"cannot take the publish lease {path}: {_reason(err)}") from None
     with held:
@@ -312,7 +290,7 @@ def _lease_lock(path: str, owner: Owner, deadline: float, say, lease: float | No
 
 
 def _take(held: Lease, deadline: float, say, settle: float) -> None:
-    told = False
+    wait = _waiter(f"the publish lease {held.path}", deadline, say)
     while True:
         record = _read_lease(held.path)
         if record is None or record.get("token") == held.owner.token or record.get("expires", 0) < time.time():
@@ -321,9 +299,4 @@ def _take(held: Lease, deadline: float, say, settle: float) -> None:
             if held.ours():
                 held.lost = ""  # a read-back lost in an earlier round of this wait
                 return
-        elif not told:
-            say(f"[export] waiting for the publish lease {held.path}, held by {_describe_holder(json.dumps(record))}")
-            told = True
-        if time.monotonic() > deadline:
-            raise LockTimeout(f"the publish lease {held.path} was still held when the wait ended")
-        time.sleep(settle)
+        wait(_describe_holder(json.dumps(record)), settle)

@@ -1,17 +1,5 @@
-"""The validation gate a version must pass before it is published.
-
-1. accuracy: the test accuracy as served (with the export's --tta: decision.served_accuracy,
-   the figure the model card states) meets --min-accuracy and does not regress by more than
-   --max-regression from the newest published version tested on the same data (identified
-   by content when the run loaded it, training/data_identity.py) and split;
-2. servable: the staged SavedModel is loaded the way TF Serving loads it, as a
-   SavedModelBundle in a Session with its init op run (model_api/session_bundle.py), not by
-   TF2 object loading; every warmup record is replayed feeding and fetching the
-   SignatureDef's tensor names, as TF Serving's warmup does (servables/tensorflow/
-   saved_model_warmup.cc, at most 1000 records: saved_model_warmup_util.h); and the
-   validation images are classified through that path and must match the Keras model
-   within 1e-4. A SavedModel only TF2 object loading can run is refused here.
-"""
+"""The validation gate a staged version must pass before it is published: its accuracy as served, then
+TF Serving's own loading path, warmup replay and parity with the Keras model (docs/export.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,16 +7,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_api import signature as sig
+from model_api.decision import probabilities_from_logits
 from model_api.session_bundle import BundleError, SessionBundle
 from model_api.tf_errors import clean_tf_message
 from model_api.versions import join, version_paths
 from model_api.warmup import WarmupError, read_predict_requests
-from training import data_identity
 from publishing import storage
-from training.config import TrainConfig, split_description
-from model_api.decision import probabilities_from_logits, served_accuracy
 
 PARITY_TOLERANCE = 1e-4
+
+
+def say(message: str) -> None:
+    print(message, flush=True)  # a progress line, in order with TF's logging when piped
 
 
 class GateFailed(RuntimeError):
@@ -42,6 +32,7 @@ class GateFailed(RuntimeError):
 
 @dataclass
 class Gate:
+    """What a version is checked against; its accuracy, data and split are also what its model card states."""
     test_accuracy: float | None
     min_accuracy: float = 0.0
     max_regression: float = 0.01
@@ -52,13 +43,13 @@ class Gate:
     reference_logits: np.ndarray | None = None  # the Keras model's logits on them
 
 
-def for_run(config: TrainConfig, metrics: dict, **servable) -> Gate:
-    """The gate of a trained run: its test accuracy as served with config.tta, on the data it was
-    tested on (metrics.json's data.identity) and its split; `servable`: warmup_images, reference_logits."""
-    return Gate(test_accuracy=served_accuracy(metrics, config.tta), min_accuracy=config.min_accuracy,
-                max_regression=config.max_regression, force=config.force,
-                data_identity=(metrics.get("data") or {}).get("identity") or {}, split=split_description(config),
-                **servable)
+def describe_data(identity: dict | None) -> str:
+    """A data identity (training/data_identity.py) in a few words: enough to tell two apart in one line."""
+    if not identity:
+        return "no data fingerprint"
+    fingerprint = str(identity.get("fingerprint", "unknown data"))
+    short = f"{fingerprint[:19]}…" if len(fingerprint) > 19 else fingerprint  # "sha256:" and 12 hex digits
+    return f"folder of {identity.get('files')} files, {short}" if identity.get("kind") == "folder" else fingerprint
 
 
 def _reason(err: BaseException, limit: int = 300) -> str:
@@ -85,8 +76,8 @@ def _comparable(card: dict, gate: Gate, version: int) -> str | None:
     if not theirs:
         return f"version {version}'s model card has no data fingerprint"
     if theirs.get("fingerprint") != gate.data_identity.get("fingerprint"):
-        return (f"version {version} was tested on other data ({data_identity.describe(theirs)}; "
-                f"this export: {data_identity.describe(gate.data_identity)})")
+        return (f"version {version} was tested on other data ({describe_data(theirs)}; "
+                f"this export: {describe_data(gate.data_identity)})")
     if card.get("split") != gate.split:
         return f"version {version} was tested on another split ({card.get('split')}; this export: {gate.split})"
     if (card.get("test_metrics") or {}).get("accuracy") is None:
@@ -94,8 +85,9 @@ def _comparable(card: dict, gate: Gate, version: int) -> str | None:
     return None
 
 
-def check_accuracy(gate: Gate, model_dir: str, say=print) -> dict:
-    """Gate check 1: the test accuracy meets --min-accuracy and does not regress."""
+def check_accuracy(gate: Gate, model_dir: str) -> dict:
+    """Gate check 1: the test accuracy (as served) meets --min-accuracy and does not regress by more than
+    --max-regression from the newest published version tested on the same data and split."""
     report = {"test_accuracy": gate.test_accuracy, "min_accuracy": gate.min_accuracy}
     problems = []
     accuracy = gate.test_accuracy if gate.test_accuracy is not None else float("nan")
@@ -109,7 +101,7 @@ def check_accuracy(gate: Gate, model_dir: str, say=print) -> dict:
         why_not = _comparable(card, gate, version)
         if why_not:
             report["regression"] = f"compared nothing: {why_not}"
-            say(f"[export] the regression gate compared nothing: {why_not}", flush=True)
+            say(f"[export] the regression gate compared nothing: {why_not}")
         else:
             previous_accuracy = card["test_metrics"]["accuracy"]
             report["regression"] = {"previous_version": version, "previous_accuracy": previous_accuracy,
@@ -121,14 +113,15 @@ def check_accuracy(gate: Gate, model_dir: str, say=print) -> dict:
         if not gate.force:
             raise GateFailed("accuracy", "; ".join(problems))
         report["forced"] = "; ".join(problems)
-        say(f"[export] --force: publishing although {report['forced']}", flush=True)
+        say(f"[export] --force: publishing although {report['forced']}")
     return report
 
 
 # --- 2. servable, through TF Serving's loading path ------------------------------------------
 
 def check_servable(staged: str, gate: Gate) -> dict:
-    """Gate check 2: load as TF Serving does, check the contract, replay warmup, compare."""
+    """Gate check 2: load as a SavedModelBundle in a Session with its init op run, as TF Serving does
+    (model_api/session_bundle.py), not by TF2 object loading; check the contract, replay warmup, compare."""
     try:
         bundle = SessionBundle(staged)
     except BundleError as err:
@@ -180,7 +173,8 @@ def _warmup_requests(path: str) -> list:
 
 
 def replay_warmup(bundle: SessionBundle, path: str) -> int:
-    """Run every PredictLog record as TF Serving's RunPredict would: by tensor names."""
+    """Run every PredictLog record as TF Serving's RunPredict would, by tensor names (servables/tensorflow/
+    saved_model_warmup.cc; at most 1000 records: saved_model_warmup_util.h)."""
     import tensorflow as tf
 
     requests = _warmup_requests(path)
