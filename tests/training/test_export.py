@@ -1,6 +1,6 @@
 """The exported SavedModel: its signature, parity with Keras on every image format, clear
 errors on bad input, warmup records, test-time augmentation, and export on ram://.
-Publishing and the gate have their own tests (test_publish.py, test_gate.py)."""
+Publishing, the gate and the lock have their own tests (tests/publishing/)."""
 import dataclasses
 import json
 import os
