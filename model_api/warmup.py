@@ -4,7 +4,7 @@ TF Serving replays assets.extra/tf_serving_warmup_requests before a version serv
 (tensorflow_serving/servables/tensorflow/saved_model_warmup.cc, saved_model_warmup_util.cc):
 a TFRecord file of PredictionLogs, at most WarmupConsts::kMaxNumRecords of them; a record
 that does not parse, or too many records, fails the load. The local server (serving/warmup.py)
-and the export gate (training/gate.py) both read them here.
+and the export gate (publishing/gate.py) both read them here.
 """
 from __future__ import annotations
 
