@@ -8,7 +8,7 @@ For each N in --copies it builds a temporary folder holding every photo N times 
 names (symlinks: 6,000 photos x 10 = 60,000 images), runs `train-job --no-export` on it in a
 child process and reports the child's peak RSS (os.wait4's ru_maxrss), the time until each
 phase's cached inputs were ready, and the whole run's time. The caches are streamed from the
-work dir (training/caches.py), so the peak should barely grow with the number of images.
+work dir (training/frozen_cache.py), so the peak should barely grow with the number of images.
 """
 from __future__ import annotations
 

@@ -31,12 +31,12 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, data_identity, phases, plans, report
+    from training import checkpoints, data_identity, frozen_cache, phases, report
     from model_api import decision
     from training import data as data_lib
     from training import model as model_lib
-    from training.distribute import make_runtime
-    from training.progress import say
+    from training.callbacks import say
+    from training.loops import make_runtime
 
     runtime = make_runtime(config.batch_size)
     if config.export and runtime.is_chief:
@@ -72,7 +72,7 @@ def run(config: TrainConfig) -> dict:
         classifier = model_lib.build_classifier(len(data.class_names), config.img_size, config.weights,
                                                 dropout=config.dropout, seed=config.seed)
     callbacks = [keras.callbacks.TensorBoard(posixpath.join(work_dir, "logs"), write_graph=False)]
-    frozen = plans.FrozenParts(classifier, config, data, runtime.shard)  # caches shared by both phases
+    frozen = frozen_cache.FrozenParts(classifier, config, data, runtime.shard)  # caches shared by both phases
 
     # 3. Phase 1, feature extraction: train the head on the frozen base.
     with runtime.strategy.scope():
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     from training.checkpoints import ResumeConflict
     from training.data import DataError
     from training.model import WeightsUnavailable
-    from training.publish import GateFailed, PublishError
+    from publishing.publish import GateFailed, PublishError
 
     started = time.perf_counter()
     try:

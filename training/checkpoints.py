@@ -1,21 +1,11 @@
-"""Resumable phases: a tf.train checkpoint after every epoch, and the rules for resuming.
+"""Resumable phases: a tf.train checkpoint of the full model and optimizer after every epoch, beside the
+phase's history, seconds and settings, and the rules for resuming (docs/training.md, "Resuming").
 
-Keras' BackupAndRestore is made for one `fit` over one model and one dataset; here each phase
-trains its own sub-model (the head on cached features, the top and head on the cached trunk,
-or the whole model) and every epoch is a new `fit` on that epoch's freshly shuffled dataset
-(training/loops.py), beside state Keras does not know (early stopping's best weights, the
-dropout's random state, the run's settings and timings). Each phase keeps, in
-`<work>/checkpoints/<phase>/`, a `tf.train.CheckpointManager` checkpoint `ckpt-<epoch>` of the
-full model and the optimizer (slots, iteration count, loss scale) after every epoch, and beside
-it `state-<epoch>.json` with the epoch history, the seconds spent so far and the settings the
-phase ran with. TensorFlow writes a checkpoint completely before it updates the `checkpoint`
-index file, so a killed process leaves the previous checkpoint or the new one, never half of one.
-
-Resuming: the number of epochs of a phase may grow ("train 10 more") and the phase continues
-where it stopped. Any other change of a setting that alters the mathematics is a
-`ResumeConflict`: one line naming the settings, and how to start fresh. The data's content is
-one of those settings (its fingerprint, training/data_identity.py): a photo replaced in place
-is a change.
+Not Keras' BackupAndRestore, which backs up one `fit` of one model on one dataset: each phase trains a
+different sub-model (the head on cached features, the top and head on the cached trunk, or the whole
+model), and every epoch is a new `fit` on a new dataset (that epoch's seeded shuffle and view draw).
+TensorFlow writes a checkpoint before it updates the `checkpoint` index, so a killed process leaves
+the previous checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from model_api.versions import is_url
 ENV_PREFIX = "TRAIN_"
 TTA_CHOICES = ("none", "flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
-# --views: the deterministic views the caches can hold (what each does: training/views.py).
+# --views: the deterministic views the caches can hold (what each does: training/pipeline.py).
 IDENTITY = "identity"
 VIEW_NAMES = (IDENTITY, "flip", "zoom", "zoom-flip")
 CONFIG_ERROR_EXIT = 2  # as argparse's usage errors; main's exit 1 means a failed gate or publish
@@ -48,7 +48,7 @@ RECIPES: dict[str, dict] = {
 
 # What a setting affects, tagged once on its field (`affects=`); every list of settings derives from the tags.
 RUN = "run"                    # a phase's mathematics: resuming refuses a change (training/checkpoints.py)
-CACHE = "cache"                # the cached frozen outputs: another value recomputes them (training/plans.py)
+CACHE = "cache"                # the cached frozen outputs: another value recomputes them (training/frozen_cache.py)
 TRAINED = "trained"            # model.keras and its test images: export-model must be given the trained value
 FOLDER_SPLIT = "folder split"  # which images an image folder's test split holds (the model card's "split")
 TFDS_SPLIT = "tfds split"      # which images a TFDS dataset's test split holds

@@ -1,16 +1,5 @@
-"""The tutorial's two phases, each resumable, each on images or on an exact cache.
-
-Phase 1, feature extraction: freeze the base, train the head with RMSprop(lr) for `epochs`.
-Phase 2, fine-tuning: unfreeze the base from `fine_tune_at`, train with RMSprop(lr / 10) for
-`fine_tune_epochs` more, its epochs numbered on from phase 1's.
-A phase: compile -> resume from its checkpoint -> train the epochs still missing, one
-checkpoint per epoch (or until early stopping, which then restores the best epoch's weights)
--> evaluate on the validation and test splits -> store its result, with the seconds spent
-building caches, training and evaluating apart, summed over every process that worked on the
-phase (images_per_second is of training alone). What it trains on is its
-plan (training/plans.py); resuming is training/checkpoints.py; the options beyond the
-tutorial (schedule, early stopping, dropout) are training/regularization.py.
-"""
+"""The tutorial's two phases, each resumable, each on images or on an exact cache: compile, resume, train
+the missing epochs, evaluate, and store the phase's result with its timings (docs/training.md)."""
 from __future__ import annotations
 
 import json
@@ -19,15 +8,15 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-from training import checkpoints, loops, regularization
 from publishing import storage
+from training import checkpoints, loops
+from training.callbacks import EarlyStopping, EpochLine, Stopwatch, random_state, say, schedule_callback
 from training.config import TrainConfig
 from training.data import Datasets
-from training.inputs import Shard
+from training.frozen_cache import FrozenParts, Plan
 from training.model import Classifier, compile_for, freeze_for_feature_extraction, trainable_parameter_count
 from training.model import unfreeze_from
-from training.plans import FrozenParts, Plan
-from training.progress import EpochLine, Stopwatch, say
+from training.pipeline import Shard
 
 RESULT_FILE = "result.json"
 
@@ -115,7 +104,7 @@ def run_phase(phase: Phase, config: TrainConfig, classifier: Classifier, data: D
     say(f"[{phase.name}] {trainable:,} trainable parameters; epochs {initial_epoch + 1}..{last_epoch} "
         f"{plan.description}")
     validation = plan.eval_batches(config, "validation", shard) if data.validation.count else None
-    schedule = regularization.schedule_callback(config.lr_schedule, phase.learning_rate, phase.first_epoch,
+    schedule = schedule_callback(config.lr_schedule, phase.learning_rate, phase.first_epoch,
                                                 phase.epochs)
     # Order matters: the schedule logs its rate and early stopping copies the best weights before the checkpoint.
     epoch_callbacks = [c for c in (schedule, stopping) if c is not None]
@@ -152,7 +141,7 @@ def _early_stopping(config: TrainConfig, plan: Plan, data: Datasets, history: di
     if not data.validation.count:
         say("[early stopping] off: there are no validation images")
         return None
-    return regularization.EarlyStopping(config.early_stopping_patience, plan.model.trainable_variables, history)
+    return EarlyStopping(config.early_stopping_patience, plan.model.trainable_variables, history)
 
 
 def _extra_state(classifier: Classifier, stopping) -> dict:
@@ -160,9 +149,9 @@ def _extra_state(classifier: Classifier, stopping) -> dict:
     extra = {}
     if stopping is not None:
         extra["best_weights"] = stopping.best_weights
-    random_state = regularization.random_state(classifier.model)
-    if random_state:
-        extra["random"] = random_state
+    state = random_state(classifier.model)
+    if state:
+        extra["random"] = state
     return extra
 
 

@@ -66,7 +66,7 @@ def accuracy_by_tta(model, data: Datasets, config: TrainConfig) -> dict[str, dic
     import tensorflow as tf
 
     from training.config import TTA_CHOICES
-    from training.inputs import image_batches
+    from training.pipeline import image_batches
 
     accuracies = {}
     for name, split in (("validation", data.validation), ("test", data.test)):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import regularization
-from training.regularization import EarlyStopping
+from training import callbacks
+from training.callbacks import EarlyStopping
 
 
 def test_schedules_start_at_the_phase_rate_and_decay_within_the_phase():
-    factor = regularization.learning_rate_factor
+    factor = callbacks.learning_rate_factor
     assert [factor("constant", e, 10) for e in (0, 9)] == [1.0, 1.0]
     assert factor("cosine", 0, 10) == 1.0
     assert factor("cosine", 5, 10) == pytest.approx(0.5)
@@ -22,17 +22,17 @@ def test_schedules_start_at_the_phase_rate_and_decay_within_the_phase():
 
 
 def test_the_schedule_callback_counts_epochs_from_the_phase_start():
-    callback = regularization.schedule_callback("cosine", 1e-4, first_epoch=10, phase_epochs=4)
+    callback = callbacks.schedule_callback("cosine", 1e-4, first_epoch=10, phase_epochs=4)
     assert callback.schedule(10, 0.0) == pytest.approx(1e-4)
     assert callback.schedule(12, 0.0) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi / 2)))
-    assert regularization.schedule_callback("constant", 1e-4, 0, 4) is None
+    assert callbacks.schedule_callback("constant", 1e-4, 0, 4) is None
 
 
 def test_stopping_state_is_a_function_of_the_validation_losses():
-    assert regularization.best_epoch([0.5, 0.3, 0.3, 0.4]) == 1
-    assert not regularization.has_stopped([0.5, 0.3, 0.4], patience=2)
-    assert regularization.has_stopped([0.5, 0.3, 0.4, 0.35], patience=2)
-    assert not regularization.has_stopped([0.5, 0.3, 0.4, 0.35], patience=0), "patience 0 means off"
+    assert callbacks.best_epoch([0.5, 0.3, 0.3, 0.4]) == 1
+    assert not callbacks.has_stopped([0.5, 0.3, 0.4], patience=2)
+    assert callbacks.has_stopped([0.5, 0.3, 0.4, 0.35], patience=2)
+    assert not callbacks.has_stopped([0.5, 0.3, 0.4, 0.35], patience=0), "patience 0 means off"
 
 
 def _toy_model():
@@ -73,14 +73,14 @@ def test_the_best_weights_and_the_dropout_state_are_restored_from_a_checkpoint(t
     model = keras.Model(inputs, keras.layers.Dense(1)(dropout(inputs)))
     stopping = EarlyStopping(2, model.trainable_variables, {})
     checkpoint = tf.train.Checkpoint(model=model, best_weights=stopping.best_weights,
-                                     random=regularization.random_state(model))
+                                     random=callbacks.random_state(model))
     stopping.best_weights[0].assign(tf.fill((3, 1), 7.0))
     dropout(tf.ones((4, 3)), training=True)  # advances the random state
     path = checkpoint.save(str(tmp_path / "ckpt"))
-    saved_state = regularization.random_state(model)[0].numpy().copy()
+    saved_state = callbacks.random_state(model)[0].numpy().copy()
     stopping.best_weights[0].assign(tf.zeros((3, 1)))
     dropout(tf.ones((4, 3)), training=True)
-    assert not np.array_equal(regularization.random_state(model)[0].numpy(), saved_state)
+    assert not np.array_equal(callbacks.random_state(model)[0].numpy(), saved_state)
     checkpoint.restore(path).assert_existing_objects_matched()
     np.testing.assert_array_equal(stopping.best_weights[0].numpy(), np.full((3, 1), 7.0))
-    np.testing.assert_array_equal(regularization.random_state(model)[0].numpy(), saved_state)
+    np.testing.assert_array_equal(callbacks.random_state(model)[0].numpy(), saved_state)

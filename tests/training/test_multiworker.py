@@ -136,7 +136,7 @@ def test_dropout_on_two_workers_drops_and_trains_identically(setup):
 
 LOOP_CHECK = """
 import json, numpy as np, keras, tensorflow as tf
-from training.multiworker_loop import MultiWorkerLoop
+from training.loops import MultiWorkerLoop
 keras.mixed_precision.set_global_policy("mixed_float16")
 strategy = tf.distribute.MultiWorkerMirroredStrategy()  # one local worker, the real loop code
 x = (np.random.default_rng(0).normal(size=(8, 4)) * 1e-4).astype("float32")  # small gradients

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_IMG, make_image_folder, tiny_classifier
-from training import inputs, phases
+from training import phases, pipeline
 from training.config import TrainConfig
 from training.data import load_image_folder
-from training.plans import FrozenParts
+from training.frozen_cache import FrozenParts
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def test_cached_and_plain_pipelines_yield_the_same_batches_in_the_same_order(set
     features = frozen.features("train")  # streamed from the cache on disk
     orders = []
     for epoch in range(2):  # each epoch's reshuffle must agree as well
-        plain = [y.numpy() for _, y in inputs.image_batches(data.train.images, config, epoch=epoch)]
-        cached = [y.numpy() for _, y in inputs.batches(features, config, epoch=epoch)]
+        plain = [y.numpy() for _, y in pipeline.image_batches(data.train.images, config, epoch=epoch)]
+        cached = [y.numpy() for _, y in pipeline.batches(features, config, epoch=epoch)]
         assert len(plain) == len(cached) == 6
         for a, b in zip(plain, cached):
             np.testing.assert_array_equal(a, b)
@@ -52,7 +52,7 @@ def test_phase_one_features_through_the_shared_trunk_equal_the_whole_base(setup)
     assert frozen.cut is not None, "with fine-tuning ahead, phase 1 should reuse phase 2's trunk"
     via_trunk = np.stack([x.numpy() for x, _ in frozen.features("validation")])
     direct = np.concatenate([clf.pool(clf.base(x, training=False)).numpy()
-                             for x, _ in inputs.image_batches(data.validation.images, config)])
+                             for x, _ in pipeline.image_batches(data.validation.images, config)])
     # float32 rounding differs between the fused whole-base graph and the two halves (~1e-5 relative)
     np.testing.assert_allclose(via_trunk, direct, rtol=1e-4, atol=1e-4)
     assert np.std(direct) > 1e-3, "features must vary for the comparison to mean anything"
@@ -89,7 +89,7 @@ def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
     import keras
     import tensorflow as tf
 
-    from training.caches import Caches
+    from training.frozen_cache import Caches
 
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
@@ -153,8 +153,8 @@ def test_augment_trains_end_to_end_on_random_inputs(setup):
                                                            work_dir=str(root / "augment")), clf, data)
     assert not result.cached, "random inputs cannot be cached"
     assert _max_difference(before, clf.model.get_weights()) > 0
-    first_epoch, _ = next(iter(inputs.image_batches(data.train.images, config, epoch=0, augment=True)))
-    second_epoch, _ = next(iter(inputs.image_batches(data.train.images, config, epoch=1, augment=True)))
+    first_epoch, _ = next(iter(pipeline.image_batches(data.train.images, config, epoch=0, augment=True)))
+    second_epoch, _ = next(iter(pipeline.image_batches(data.train.images, config, epoch=1, augment=True)))
     assert not np.allclose(first_epoch.numpy(), second_epoch.numpy()), "each epoch must see new augmentations"
 
 
@@ -162,7 +162,7 @@ def test_cached_views_give_the_weights_of_end_to_end_training_with_the_same_draw
     """Each phase from the same start, as above: training on the cached views vs on the images
     drawn in the same views end to end. (Phase 2 leaves out zoom: on this tiny random network its
     trajectory amplifies the float32 rounding of the cut graph - its first gradients agree to 1e-5
-    relative, as the identity's do - to ~7e-5 after 12 RMSprop steps; test_views.py shows the
+    relative, as the identity's do - to ~7e-5 after 12 RMSprop steps; test_pipeline.py shows the
     zoomed inputs themselves are bit-identical.)"""
     root, config, data = setup
     clf = tiny_classifier()
@@ -191,6 +191,6 @@ def test_training_batches_come_from_the_drawn_views(setup):
     run = dataclasses.replace(config, views="identity,flip", work_dir=str(root / "drawn"))
     frozen = FrozenParts(tiny_classifier(), run, data)
     drawn = next(iter(frozen.fine_tuning_plan().train_batches(run, 3, frozen.shard)))
-    plain = next(iter(inputs.batches(frozen.trunk_outputs("train"), run, epoch=3)))
+    plain = next(iter(pipeline.batches(frozen.trunk_outputs("train"), run, epoch=3)))
     np.testing.assert_array_equal(drawn[1].numpy(), plain[1].numpy())  # same images, same order
     assert not np.allclose(drawn[0].numpy(), plain[0].numpy()), "some images must be seen mirrored"

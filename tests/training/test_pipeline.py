@@ -1,14 +1,14 @@
-"""Deterministic views: the per-epoch draws depend on (seed, epoch) alone, and taking each image's
+"""The input pipeline's deterministic views: the per-epoch draws depend on (seed, epoch) alone, and taking each image's
 drawn view from per-view caches gives exactly the images the end-to-end pipeline draws."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.conftest import TINY_IMG, make_image_folder
-from training import inputs, views
+from training import pipeline
 from training.config import VIEW_NAMES, TrainConfig, parse_views
 from training.data import load_image_folder
-from training.inputs import Shard
+from training.pipeline import Shard
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +26,25 @@ def test_views_parse_a_comma_list_and_refuse_unknown_or_repeated_names():
         parse_views("flip,flip")
 
 
-def test_config_names_exactly_the_views_defined_in_views():
-    assert tuple(views.VIEWS) == VIEW_NAMES
+def test_config_names_exactly_the_views_defined_in_the_pipeline():
+    assert tuple(pipeline.VIEWS) == VIEW_NAMES
 
 
 def test_each_epoch_draws_its_own_views_from_the_seed_and_epoch_alone():
-    first = views.choices(seed=5, epoch=0, count=400, num_views=3)
-    assert np.array_equal(first, views.choices(seed=5, epoch=0, count=400, num_views=3))
-    assert not np.array_equal(first, views.choices(seed=5, epoch=1, count=400, num_views=3))
-    assert not np.array_equal(first, views.choices(seed=6, epoch=0, count=400, num_views=3))
+    first = pipeline.choices(seed=5, epoch=0, count=400, num_views=3)
+    assert np.array_equal(first, pipeline.choices(seed=5, epoch=0, count=400, num_views=3))
+    assert not np.array_equal(first, pipeline.choices(seed=5, epoch=1, count=400, num_views=3))
+    assert not np.array_equal(first, pipeline.choices(seed=6, epoch=0, count=400, num_views=3))
     assert set(np.unique(first)) == {0, 1, 2}
 
 
 def test_flip_and_zoom_are_the_mirror_and_the_central_crop():
     image = tf.random.stateless_uniform((32, 32, 3), seed=(1, 2))
-    np.testing.assert_array_equal(views.apply("flip", image).numpy(), image.numpy()[:, ::-1])
-    zoomed = views.apply("zoom", image).numpy()
+    np.testing.assert_array_equal(pipeline.apply_view("flip", image).numpy(), image.numpy()[:, ::-1])
+    zoomed = pipeline.apply_view("zoom", image).numpy()
     # the central 28 of 32 pixels (87.5%), scaled back to 32
     np.testing.assert_allclose(zoomed, tf.image.resize(image[2:30, 2:30], (32, 32)).numpy(), atol=1e-6)
-    np.testing.assert_allclose(views.apply("zoom-flip", image).numpy(), zoomed[:, ::-1])
+    np.testing.assert_allclose(pipeline.apply_view("zoom-flip", image).numpy(), zoomed[:, ::-1])
 
 
 @pytest.mark.parametrize("shard", [Shard(), Shard(index=1, count=2)])
@@ -53,18 +53,18 @@ def test_drawn_views_from_per_view_caches_equal_the_end_to_end_draws(photos, sha
     names = ("identity", "flip", "zoom")
     count = data.train.count
     # What each view's cache holds: that view of this shard's images, in the split's order.
-    per_view = [views.view_batches(data.train.images, name, config, shard).unbatch() for name in names]
+    per_view = [pipeline.view_batches(data.train.images, name, config, shard).unbatch() for name in names]
     for epoch in range(2):
-        cached = list(views.drawn_outputs(per_view, config.seed, epoch, count, shard))
-        plain = list(views.drawn_examples(inputs.examples(shard.of(data.train.images), config), names,
+        cached = list(pipeline.drawn_outputs(per_view, config.seed, epoch, count, shard))
+        plain = list(pipeline.drawn_examples(pipeline.examples(shard.of(data.train.images), config), names,
                                           config.seed, epoch, count, shard))
         assert len(cached) == len(plain) == len(range(shard.index, count, shard.count))
         for (x_cached, y_cached), (x_plain, y_plain) in zip(cached, plain):
             np.testing.assert_array_equal(x_cached.numpy(), x_plain.numpy())
             assert int(y_cached) == int(y_plain)
-    draws = shard.of(tf.data.Dataset.from_tensor_slices(views.choices(config.seed, 0, count, len(names))))
-    unflipped = list(views.view_batches(data.train.images, "identity", config, shard).unbatch())
-    for choice, (x, _), (original, _) in zip(draws, views.drawn_outputs(per_view, config.seed, 0, count, shard),
+    draws = shard.of(tf.data.Dataset.from_tensor_slices(pipeline.choices(config.seed, 0, count, len(names))))
+    unflipped = list(pipeline.view_batches(data.train.images, "identity", config, shard).unbatch())
+    for choice, (x, _), (original, _) in zip(draws, pipeline.drawn_outputs(per_view, config.seed, 0, count, shard),
                                              unflipped):
-        expected = views.apply(names[int(choice)], original).numpy()
+        expected = pipeline.apply_view(names[int(choice)], original).numpy()
         np.testing.assert_array_equal(x.numpy(), expected)
