@@ -52,7 +52,7 @@ BASELINE = "tutorial"
 # models served with `--tta flip`, scored from metrics.json's accuracy_by_tta (no second training).
 TTA_SUFFIX = "+tta"
 TTA_OF_ROW = "flip"  # the --tta a "+tta" row is served with
-# The winner of the study in the README (3 seeds, 2026-11-29): training/config.py's `--recipe tuned`
+# The winner of the study in docs/accuracy-study.md (3 seeds, 2026-11-29): training/config.py's `--recipe tuned`
 # holds these flags, and tests/training/test_config.py keeps the two equal.
 CHOSEN = "flip-es-224-ft5"
 

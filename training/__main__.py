@@ -1,11 +1,5 @@
-"""train-job: TensorFlow's transfer-learning tutorial as one resumable command.
-
-    config -> data -> model -> phase 1 (feature extraction) -> phase 2 (fine-tuning)
-           -> report -> export (validated, atomically published SavedModel)
-
-Run `train-job --help` (or `python -m training --help`) for every flag; each one is also
-a TRAIN_* environment variable.
-"""
+"""train-job (`python -m training`; `--help` lists every flag, each also a TRAIN_* variable): the tutorial as one
+resumable command: config -> data -> model -> phase 1 -> phase 2 -> report -> export (validated, published)."""
 from __future__ import annotations
 
 import dataclasses
@@ -124,7 +118,7 @@ def main(argv=None) -> int:
     from training.checkpoints import ResumeConflict
     from training.data import DataError
     from training.model import WeightsUnavailable
-    from publishing.publish import GateFailed, PublishError
+    from training.publish import GateFailed, PublishError
 
     started = time.perf_counter()
     try:

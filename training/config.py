@@ -1,11 +1,5 @@
-"""The training job's one configuration: a typed dataclass built from flags and environment.
-
-Every field is a flag (`--fine-tune-at`) and an environment variable (`TRAIN_FINE_TUNE_AT`);
-a flag wins over the environment, which wins over the default. The defaults reproduce
-TensorFlow's transfer-learning tutorial (MobileNetV2, cats_vs_dogs 80/10/10, 160 px,
-batch 32, RMSprop 1e-4 for 10 epochs, then fine-tuning from layer 100 at 1e-5 for 10).
-Nothing else in the project reads `os.environ` or `sys.argv` for training.
-"""
+"""The training job's one configuration: a typed dataclass whose every field is a flag and a TRAIN_*
+variable (flag > environment > recipe > default; the defaults are the tutorial's), tagged with what it affects."""
 from __future__ import annotations
 
 import argparse
@@ -30,18 +24,11 @@ class ConfigError(ValueError):
     """A flag, variable or combination the job cannot run with: `main` prints it as one
     `error: ...` line and exits CONFIG_ERROR_EXIT."""
 
-# --recipe NAME: flag values applied before the environment and the flags (which still win).
-# The one place recipes are defined. "tutorial" is the tutorial exactly (every default).
-# bench/accuracy_study.py chooses the candidates' winner on validation accuracy; a recipe is
-# added here only with the study's measured figures (README, "Recipes").
+
+# --recipe NAME: flag values under the environment and the flags; added only with the accuracy study's
+# measured figures (docs/training.md, "Beyond the tutorial"; docs/accuracy-study.md).
 RECIPES: dict[str, dict] = {
-    "tutorial": {},
-    # The accuracy study's winner on validation accuracy (bench/accuracy_study.py CHOSEN; README,
-    # "The accuracy study"): 224-px inputs, MobileNetV2's ImageNet resolution (the largest gain);
-    # each epoch trains on a seeded draw of each image or its mirror (cached, exact); each phase
-    # stops once validation loss has not improved for 3 epochs, keeping its best epoch's weights;
-    # phase 2 trains at most 5 epochs (at 224 px one takes ~80 s here: the cap keeps the run within
-    # 2x the tutorial recipe's time).
+    "tutorial": {},  # the tutorial exactly: every default
     "tuned": {"img_size": 224, "views": "identity,flip", "early_stopping_patience": 3, "fine_tune_epochs": 5},
 }
 
@@ -57,10 +44,6 @@ FOLDER_ONLY = "folder"         # `only=`: the setting means nothing without --da
 FOLDER_FRACTIONS = (0.8, 0.1, 0.1)  # an image folder's train/validation/test split
 
 
-def _opt(help_text: str, **extra):
-    return _setting(extra.pop("default", None), help_text, **extra)
-
-
 def _setting(default, help_text: str, affects=(), only: str | None = None):
     return field(default=default, metadata={"help": help_text, "affects": frozenset(affects), "only": only})
 
@@ -71,11 +54,11 @@ class TrainConfig:
     dataset: str = _setting("cats_vs_dogs",
                             "TFDS image-classification dataset name (ignored when --data-dir is given).",
                             affects={RUN, CACHE, TRAINED}, only=TFDS_ONLY)
-    data_dir: Optional[str] = _opt("Folder with one sub-folder of images per class (2 or more); "
-                                   "replaces --dataset. Split 80/10/10 with --seed.",
-                                   affects={RUN, CACHE, TRAINED}, only=FOLDER_ONLY)
-    tfds_data_dir: Optional[str] = _opt("TFDS data directory (a cache volume); TFDS's default if unset.",
-                                        only=TFDS_ONLY)
+    data_dir: Optional[str] = _setting(None, "Folder with one sub-folder of images per class (2 or more); "
+                                             "replaces --dataset. Split 80/10/10 with --seed.",
+                                       affects={RUN, CACHE, TRAINED}, only=FOLDER_ONLY)
+    tfds_data_dir: Optional[str] = _setting(None, "TFDS data directory (a cache volume); TFDS's default if unset.",
+                                            only=TFDS_ONLY)
     train_split: str = _setting("train[:80%]", "TFDS split for training.",
                                 affects={RUN, CACHE, TRAINED, TFDS_SPLIT}, only=TFDS_ONLY)
     validation_split: str = _setting("train[80%:90%]", "TFDS split for validation.",
@@ -127,14 +110,16 @@ class TrainConfig:
                                     "still match the settings are kept).")
     export: bool = _setting(True, "Export and publish a SavedModel at the end.")
     model_base_path: str = _setting("models", "TF Serving base path to publish into.")
-    model_name: Optional[str] = _opt("Model name under the base path (default: the dataset's or data folder's name).")
+    model_name: Optional[str] = _setting(None, "Model name under the base path (default: the dataset's or data "
+                                               "folder's name).")
     version: int = _setting(0, "Version to publish (0 = next after the highest present).")
     min_accuracy: float = _setting(0.0, "Gate: the lowest test accuracy that may be published (as served, with --tta).")
     max_regression: float = _setting(0.01, "Gate: the most test accuracy may drop below the newest published "
                                            "version's.")
     force: bool = _setting(False, "Publish even when the accuracy gate fails (says so).")
     keep: int = _setting(0, "After publishing keep only the newest N versions (0 = keep all).")
-    serving_config: Optional[str] = _opt("TF Serving models.config whose version labels --keep must never remove.")
+    serving_config: Optional[str] = _setting(None, "TF Serving models.config whose version labels --keep must "
+                                                   "never remove.")
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, "Largest decoded image (pixels) the signature accepts; "
                                                    "sized for a 4 GiB serving pod (docs/serving.md).")
     tta: str = _setting("none", "Test-time augmentation inside the exported signature: 'none', or 'flip' (average "
@@ -145,38 +130,23 @@ class TrainConfig:
         return self.learning_rate / 10
 
     @property
-    def total_epochs(self) -> int:
-        return self.epochs + self.fine_tune_epochs
-
-    @property
-    def source_name(self) -> str:
-        """The data's name: the data folder's base name, or the TFDS dataset name."""
+    def resolved_model_name(self) -> str:
+        """--model-name, else the data's name: the data folder's base name, or the TFDS dataset name."""
+        if self.model_name:
+            return self.model_name
         if self.data_dir:
             return os.path.basename(os.path.normpath(self.data_dir))
         return self.dataset.split(":")[0].split("/")[0]
-
-    @property
-    def resolved_model_name(self) -> str:
-        return self.model_name or self.source_name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def settings_affecting(kind: str) -> tuple[str, ...]:
-    """The names of the settings tagged as affecting `kind` (RUN, CACHE, TRAINED, FOLDER_SPLIT, TFDS_SPLIT)."""
-    return tuple(f.name for f in dataclasses.fields(TrainConfig) if kind in f.metadata["affects"])
-
-
-def _applies(f: dataclasses.Field, config: TrainConfig) -> bool:
-    only = f.metadata["only"]
-    return only is None or (only == FOLDER_ONLY) == bool(config.data_dir)
-
-
 def settings(config: TrainConfig, kind: str) -> dict:
     """{name: value} of the settings affecting `kind` that mean something for this data source."""
+    source = FOLDER_ONLY if config.data_dir else TFDS_ONLY
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
-            if kind in f.metadata["affects"] and _applies(f, config)}
+            if kind in f.metadata["affects"] and f.metadata["only"] in (None, source)}
 
 
 def flag(name: str) -> str:
@@ -199,10 +169,8 @@ def split_description(config: TrainConfig) -> dict:
 
 def check_matches_training(config: TrainConfig, metrics: dict, metrics_path: str,
                            identity: dict | None = None) -> None:
-    """export-model: one line naming each TRAINED setting that differs from the run's metrics.json (a model
-    trained at 224 px exported with a 160-px signature would pass the gate, whose reference uses 160 too;
-    another --test-split would publish a card for a split that was never tested), and, given the data's
-    `identity` as loaded now (training/data_identity.py), refuse data changed since it was tested."""
+    """export-model: refuse, in one line, each TRAINED setting that differs from the run's metrics.json
+    and, given the data's `identity` as loaded now, data changed since it was tested (docs/training.md)."""
     trained = metrics.get("config", {})
     names = [name for name, value in settings(config, TRAINED).items() if name in trained and value != trained[name]]
     if names:
@@ -229,11 +197,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    annotation = str(f.type)
-    for name, kind in (("bool", bool), ("int", int), ("float", float)):
-        if annotation == name:
-            return kind
-    return str
+    return {"bool": bool, "int": int, "float": float}.get(str(f.type), str)  # Optional[str] and str: str
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -241,16 +205,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         prog="train-job", description=description or __doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = str(f.default).replace("%", "%%")  # argparse formats help with %
-        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}]".replace("%", "%%")
+        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}] (default: {f.default})"
         kind = _field_type(f)
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text + f" (default: {default})")
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                                help=help_text + f" (default: {default})")
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(flag(f.name), dest=f.name, default=argparse.SUPPRESS,
+                            help=help_text.replace("%", "%%"), **how)  # argparse formats help with %
     return parser
 
 
@@ -277,17 +236,12 @@ def from_env_and_args(argv: Sequence[str] | None = None, environ: dict | None = 
     return _normalised(config)
 
 
-def local_data_dir(path: str) -> str:
-    """One spelling of a local data folder (`photos`, `photos/`, `./photos`, its absolute path),
-    so that resuming and the caches see the same folder as the same setting; URLs stay as given."""
-    return path if is_url(path) else os.path.normpath(os.path.abspath(path))
-
-
 def _normalised(config: TrainConfig) -> TrainConfig:
-    """Settings compared as stored values (resume, caches) in one spelling each."""
+    """Settings compared as stored values (resume, caches) in one spelling each: a local data folder as its
+    absolute normal path (`photos` = `photos/` = `./photos`; URLs as given)."""
     changes = {}
-    if config.data_dir:
-        changes["data_dir"] = local_data_dir(config.data_dir)
+    if config.data_dir and not is_url(config.data_dir):
+        changes["data_dir"] = os.path.normpath(os.path.abspath(config.data_dir))
     if config.views != IDENTITY:
         changes["views"] = ",".join(parse_views(config.views))  # "identity, flip" -> "identity,flip"
     return dataclasses.replace(config, **changes)
@@ -316,7 +270,13 @@ def _validate(config: TrainConfig) -> None:
             problems.append(f"--{name.replace('_', '-')} must be in [0, 1)")
     if config.weight_decay < 0 or config.early_stopping_patience < 0:
         problems.append("--weight-decay and --early-stopping-patience cannot be negative")
-    problems.extend(_view_problems(config))
+    try:
+        views = parse_views(config.views)
+    except ValueError as err:
+        problems.append(str(err))
+    else:
+        if config.augment and not is_plain_views(views):
+            problems.append("--views and --augment cannot be combined (--augment draws its own random views)")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -337,14 +297,3 @@ def is_plain_views(names: Sequence[str]) -> bool:
     """Only the identity: the tutorial's pipeline, nothing drawn."""
     return tuple(names) == (IDENTITY,)
 
-
-def _view_problems(config: TrainConfig) -> list[str]:
-    if config.views == IDENTITY:
-        return []
-    try:
-        names = parse_views(config.views)
-    except ValueError as err:
-        return [str(err)]
-    if config.augment and not is_plain_views(names):
-        return ["--views and --augment cannot be combined (--augment draws its own random views)"]
-    return []

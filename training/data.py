@@ -1,9 +1,5 @@
-"""Datasets of (uint8 RGB image, int label): from TFDS or from a folder per class.
-
-Undecodable or empty image files are skipped and counted per split; they never crash
-the job. The split of an image folder is 80/10/10, stratified by class, seeded. The folder is
-listed and read through tf.io.gfile, so it may be local, gs://, s3:// or ram://.
-"""
+"""The datasets of (uint8 RGB image, int label), from TFDS or from a folder per class (split 80/10/10 by
+class, seeded; read through tf.io.gfile), undecodable files skipped and counted, never fatal."""
 from __future__ import annotations
 
 import os

@@ -1,12 +1,5 @@
-"""The data's one identity, by content rather than by location: computed once by training/data.py,
-stored in metrics.json, the cache markers, the phase checkpoints and the model card.
-
-A data folder is identified by a fingerprint of its file list: each file's path relative to
-the folder (the class is its first component), its size and the SHA-256 of its bytes, so the
-same photos mounted at another path (or copied to a bucket) are recognised and a photo replaced
-in place is not. A TFDS dataset is identified by its name, config and version (TFDS publishes a
-changed dataset under a new version) and, when its info records them, its download checksums.
-"""
+"""The data's one identity, by content: a folder's fingerprint (each file's relative path, size and SHA-256)
+or a TFDS dataset's name, version and checksums, computed once as data.py loads it (docs/training.md)."""
 from __future__ import annotations
 
 import hashlib

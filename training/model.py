@@ -1,35 +1,5 @@
-"""The network, its parts, and the freezing of each phase.
-
-The parts have one name each, used everywhere in training/:
-
-    images -> base -> pool -> head -> logits           (the full model, `Classifier.model`)
-
-- base:  MobileNetV2 without its classifier, ImageNet weights (the tutorial's `base_model`).
-- pool:  GlobalAveragePooling2D over the base's last feature map; its output is the image's
-         1280-d *features*.
-- dropout: optional (`--dropout`), between pool and head: Keras' own Dropout, which drops in
-         training steps only. Absent by default, as in the tutorial.
-- head:  the Dense logits layer (the tutorial's `prediction_layer`); sizes and loss in
-         model_api/decision.py.
-- cut:   the index of the base layer where the base splits in two for caching
-         (`cut_layer_index`): the deepest layer below `fine_tune_at` whose output alone feeds
-         everything above it.
-- trunk: the base's layers up to and including the cut. Frozen and in inference mode in both
-         phases, so its output per image never changes: that output is what the cache holds.
-- top:   the base's layers above the cut. Frozen in phase 1; trainable from `fine_tune_at`
-         in phase 2.
-
-As in TensorFlow's transfer-learning tutorial, the base runs in inference mode
-(`base(x, training=False)`) so its BatchNormalization layers keep their ImageNet
-statistics when they are unfrozen for fine-tuning. Keras 3's functional models override an
-inner `training=False` with fit's `training=True` (keras-team/keras#20285; checked here:
-a fine-tuning step changed block_16_project_BN's moving mean). So the full model calls the
-base's layers through an `InferenceModeModel` of the same name (as do the trunk and top cut
-from it), which calls them with `training=False` whatever it is called with; BN gamma/beta
-stay trainable, as in the tutorial (1,862,721 trainable parameters in phase 2). Everything
-above the base is a stock Keras model, so fit's `training=True` reaches the optional dropout;
-augmentation runs in tf.data.
-"""
+"""The network and its named parts (images -> base -> pool -> [dropout] -> head -> logits; the cut, trunk
+and top for caching), and each phase's freezing, the base kept in inference mode (docs/training.md)."""
 from __future__ import annotations
 
 import os
@@ -47,8 +17,9 @@ class WeightsUnavailable(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="transfer")
 class InferenceModeModel(keras.Model):
-    """A functional Keras model whose every call runs its layers in inference mode: the part of the
-    network whose BatchNormalization statistics must stay fixed (the base; the trunk and top cut from it).
+    """A functional Keras model whose every call runs its layers in inference mode, for the part whose
+    BatchNormalization statistics must stay fixed (the base; the trunk and top cut from it): Keras 3
+    overrides an inner `training=False` with fit's `training=True` (keras-team/keras#20285).
 
     It overrides `call` only: Keras' own train_step (loss scaling under mixed precision, the loss
     reduction under tf.distribute, metrics) is untouched, and its variables train as any others.

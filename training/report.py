@@ -1,8 +1,5 @@
-"""What a run reports: metrics.json, the tutorial's learning curves, and a grid of test images.
-
-Figures are written with matplotlib's Agg backend and never shown. Every file goes through
-tf.io.gfile, so the work dir may be gs://, s3:// or ram://.
-"""
+"""What a run reports: metrics.json, the tutorial's learning curves and a grid of test images (matplotlib's
+Agg backend, written through tf.io.gfile, so the work dir may be gs://, s3:// or ram://)."""
 from __future__ import annotations
 
 import io
