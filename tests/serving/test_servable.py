@@ -77,7 +77,7 @@ LAYERS = [
     {"batching", "config_reload", "monitoring"},
     {"servable"},
     {"predict_util"},
-    {"warmup"},
+    {"warmup", "json_tensor"},
     {"registry"},
     {"handlers", "rest_json"},
     {"grpc_server", "rest_server"},
