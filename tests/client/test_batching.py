@@ -134,7 +134,7 @@ def test_only_refusals_about_size_split_a_batch():
 @pytest.mark.parametrize("given,expected", [("32M", 32 << 20), ("512k", 512 << 10), ("1.5G", 3 << 29),
                                             ("50000", 50000)])
 def test_max_request_bytes_takes_plain_or_suffixed_sizes(given, expected):
-    from client.__main__ import build_parser
+    from client.cli_args import build_parser
 
     args = build_parser("classify").parse_args(["--grpc", "h:1", "--model", "m", "--max-request-bytes", given, "x"])
     assert args.max_request_bytes == expected
@@ -142,7 +142,7 @@ def test_max_request_bytes_takes_plain_or_suffixed_sizes(given, expected):
 
 @pytest.mark.parametrize("given", ["lots", "0", "-5M", "infK"])
 def test_max_request_bytes_refuses_what_is_not_a_size(given, capsys):
-    from client.__main__ import build_parser
+    from client.cli_args import build_parser
 
     with pytest.raises(SystemExit):
         build_parser("classify").parse_args(["--grpc", "h:1", "--model", "m", "--max-request-bytes", given, "x"])

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import client.__main__ as cli
-from client import ModelClient
+from client import ModelClient, cli_args
 from client.evaluation import compare
 from client.evaluation.folder import read_labelled_folder
 from client.evaluation.outputs import Target
@@ -100,7 +100,7 @@ def test_a_candidate_that_refuses_every_image_is_worse_not_an_error(tmp_path):
 def scripted_server(tmp_path, monkeypatch):
     folder, baseline, candidate = fabricated(tmp_path)
     transports = {"stable": baseline, "canary": candidate}
-    monkeypatch.setattr(cli, "_client", lambda args, batch_size=16, concurrency=1:
+    monkeypatch.setattr(cli_args, "connect", lambda args, batch_size=16, concurrency=1:
                         ModelClient(transports[args.label], batch_size, concurrency))
     return folder
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import client.__main__ as cli
-from client import ModelClient
+from client import ModelClient, cli_args
 from client.evaluation import evaluate
 from client.evaluation.classes import ModelClasses
 from client.evaluation.folder import EvaluationError, read_labelled_folder
@@ -212,7 +212,7 @@ def fake_server(monkeypatch):
         transports.setdefault(key, FakeTransport())
         return ModelClient(transports[key], batch_size, concurrency)
 
-    monkeypatch.setattr(cli, "_client", make)
+    monkeypatch.setattr(cli_args, "connect", make)
     return transports
 
 
