@@ -1,22 +1,5 @@
-"""Load and run a SavedModel on TensorFlow Serving's execution path: a graph in a Session.
-
-TF Serving does not use TF2 object loading (`tf.saved_model.load`). Its
-servables/tensorflow/saved_model_bundle_factory.cc calls tensorflow/cc/saved_model/loader.cc
-`LoadSavedModel`: import the MetaGraphDef tagged "serve" into a fresh graph, restore the
-variables, run the main/init op, then serve by feeding and fetching the SignatureDef's
-*tensor names* (servables/tensorflow/predict_util.cc `RunPredict`).
-
-This module uses `tf.compat.v1.saved_model.loader.load` (tensorflow/python/saved_model/loader_impl.py):
-TF1 graph-and-Session loading, written in Python, not a binding of that C++ loader. It does the
-same steps (import_meta_graph into a fresh graph, a Saver restoring the variables, the init op run
-in the Session), and requests then run as in TF Serving, by tensor name in a Session. So a SavedModel
-that only TF2 object loading can run (a missing init op, a signature naming a tensor that does not
-exist) fails here too. It is still another implementation of the loader: a SavedModel that loads
-here is very likely to load in TF Serving of the same TensorFlow release, but only TF Serving
-itself (the TF Serving variant of tests/contract/) proves it.
-
-The export gate (training/) and the local server (serving/) both use this module.
-"""
+"""Load and run a SavedModel as TF Serving does (servables/tensorflow/saved_model_bundle_factory.cc, predict_util.cc):
+a graph in a Session, fed and fetched by the SignatureDef's tensor names; why and its limits: docs/serving.md."""
 from __future__ import annotations
 
 import threading
@@ -147,7 +130,3 @@ class SessionBundle:
         if not self._closed.is_set():
             self._closed.set()
             self._session.close()
-
-
-def load(path: str, session_config=None) -> SessionBundle:
-    return SessionBundle(path, session_config=session_config)
