@@ -4,6 +4,7 @@ the REST timeout, both front ends draining together, and a failed REST bind leav
 A "slow servable" here is the real predict behind a gate the test opens: requests are held in
 flight for exactly as long as the test needs, so nothing depends on timing."""
 import base64
+import contextlib
 import socket
 import statistics
 import threading
@@ -41,6 +42,24 @@ class Gate:
             assert self.entered.acquire(timeout=WAIT), "a request never reached the servable"
 
 
+@contextlib.contextmanager
+def gated_server(model_base, monkeypatch, module, name: str, **flags):
+    """A local server whose `module.name` (a predict step) waits at a Gate: yields (gate, server);
+    the gate is opened and the server stopped however the test ends."""
+    gate = Gate(getattr(module, name))
+    monkeypatch.setattr(module, name, gate)
+    server = start_local_server(model_base, **flags)
+    try:
+        yield gate, server
+    finally:
+        gate.opened.set()
+        server.stop()
+
+
+def rest_predict_url(server) -> str:
+    return f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict"
+
+
 def predict_request(jpeg: bytes) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "pets"
@@ -59,10 +78,7 @@ def percentile(values, fraction):
 
 def test_grpc_rpcs_over_grpc_max_threads_get_resource_exhausted_while_admitted_ones_succeed(
         model_base, cat_jpeg, monkeypatch):
-    gate = Gate(handlers.predict)
-    monkeypatch.setattr(handlers, "predict", gate)
-    server = start_local_server(model_base, threads=2)
-    try:
+    with gated_server(model_base, monkeypatch, handlers, "predict", threads=2) as (gate, server):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
         sent = time.perf_counter()
         admitted = [stub.Predict.future(predict_request(cat_jpeg), timeout=WAIT) for _ in range(2)]
@@ -81,17 +97,12 @@ def test_grpc_rpcs_over_grpc_max_threads_get_resource_exhausted_while_admitted_o
             latencies.append(time.perf_counter() - sent)
         print(f"\ngRPC: refusals answered after {max(refusals) * 1000:.1f} ms at most; admitted p99 "
               f"{percentile(latencies, 0.99) * 1000:.1f} ms (held by the gate until then)")
-    finally:
-        gate.opened.set()
-        server.stop()
 
 
 def test_rest_requests_over_the_limit_get_429_at_once(model_base, cat_jpeg, monkeypatch):
-    gate = Gate(rest_server.run_predict)
-    monkeypatch.setattr(rest_server, "run_predict", gate)
-    server = start_local_server(model_base, rest_threads=2, rest_max_in_flight=2)
-    url = f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict"
-    try:
+    with gated_server(model_base, monkeypatch, rest_server, "run_predict",
+                      rest_threads=2, rest_max_in_flight=2) as (gate, server):
+        url = rest_predict_url(server)
         with ThreadPoolExecutor(2) as clients:
             admitted = [clients.submit(requests.post, url, json=rest_body(cat_jpeg), timeout=WAIT) for _ in range(2)]
             gate.wait_for_entries(2)
@@ -101,17 +112,12 @@ def test_rest_requests_over_the_limit_get_429_at_once(model_base, cat_jpeg, monk
             assert not any(future.done() for future in admitted)
             gate.opened.set()
             assert [future.result().status_code for future in admitted] == [200, 200]
-    finally:
-        gate.opened.set()
-        server.stop()
 
 
 def test_rest_predict_over_the_timeout_is_504_and_keeps_its_slot_until_it_ends(model_base, cat_jpeg, monkeypatch):
-    gate = Gate(rest_server.run_predict)
-    monkeypatch.setattr(rest_server, "run_predict", gate)
-    server = start_local_server(model_base, rest_max_in_flight=1, rest_timeout_ms=200)
-    url = f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict"
-    try:
+    with gated_server(model_base, monkeypatch, rest_server, "run_predict",
+                      rest_max_in_flight=1, rest_timeout_ms=200) as (gate, server):
+        url = rest_predict_url(server)
         timed_out = requests.post(url, json=rest_body(cat_jpeg), timeout=WAIT)
         # http_server.cc maps DEADLINE_EXCEEDED to 504; the message is DirectSession's.
         assert timed_out.status_code == 504
@@ -123,9 +129,6 @@ def test_rest_predict_over_the_timeout_is_504_and_keeps_its_slot_until_it_ends(m
         while requests.post(url, json=rest_body(cat_jpeg), timeout=WAIT).status_code == 429:
             assert time.monotonic() < deadline, "the slot of the timed-out request was never given back"
             time.sleep(0.05)
-    finally:
-        gate.opened.set()
-        server.stop()
 
 
 def refuses_connections(port: int) -> bool:
@@ -150,7 +153,7 @@ def test_stop_drains_grpc_and_rest_at_the_same_time(model_base, cat_jpeg, monkey
     try:
         grpc_call = stub.Predict.future(predict_request(cat_jpeg), timeout=WAIT * 2)
         with ThreadPoolExecutor(1) as client:
-            rest_call = client.submit(requests.post, f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict",
+            rest_call = client.submit(requests.post, rest_predict_url(server),
                                       json=rest_body(cat_jpeg), timeout=WAIT * 2)
             grpc_gate.wait_for_entries(1)
             rest_gate.wait_for_entries(1)
@@ -234,7 +237,7 @@ def test_admitted_rest_latency_under_load_is_printed(model_base, cat_jpeg):
     """Not a timing assertion: every request is answered (200 or 429, nothing else), and the p99
     of the admitted ones is printed for the record."""
     server = start_local_server(model_base, rest_threads=2, rest_max_in_flight=2)
-    url = f"http://127.0.0.1:{server.rest_port}/v1/models/pets:predict"
+    url = rest_predict_url(server)
 
     def one():
         started = time.perf_counter()

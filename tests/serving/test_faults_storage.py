@@ -3,7 +3,6 @@ readable empty one unloads, and version folders keep their own names ("00001/").
 import logging
 import os
 import shutil
-import threading
 
 import pytest
 import tensorflow as tf
@@ -11,8 +10,8 @@ from tensorflow.python.lib.io import file_io
 
 from model_api.versions import ListingError, index_children, list_versions, scan_versions
 from serving.errors import ServingError
-from serving.registry import ModelRegistry, State, StartupError
-from tests.serving.test_registry import config, copy_version, spec
+from serving.registry import ModelRegistry, State
+from tests.serving.test_registry import config, copy_version, spec, start_in_background
 
 
 @pytest.fixture
@@ -106,16 +105,7 @@ def test_a_base_path_missing_at_start_is_waited_for(pets_base):
     """TF Serving logs the failed poll and keeps waiting for the model (WaitUntilModelsAvailable)."""
     os.rename(pets_base / "pets", pets_base / "later")
     registry = ModelRegistry([config(f'name: "pets" base_path: "{pets_base}/pets"')], poll_seconds=0.1)
-    failures = []
-
-    def start():
-        try:
-            registry.start()
-        except StartupError as err:
-            failures.append(err)
-
-    thread = threading.Thread(target=start)
-    thread.start()
+    thread, failures = start_in_background(registry)
     thread.join(0.5)
     assert thread.is_alive(), "start() waits for a base path that does not exist yet"
     os.rename(pets_base / "later", pets_base / "pets")
