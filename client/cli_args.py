@@ -60,33 +60,32 @@ def _byte_count(text: str) -> int:
     return value
 
 
-def _evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+def _evaluation_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """What evaluate and compare share: the labelled folder, the connection, batching and --output."""
+    parser = argparse.ArgumentParser(prog=f"predict {command}", description=description)
     parser.add_argument("dir", metavar="DIR", help="labelled photos: one sub-folder per class, as for train-job")
     _connection_arguments(parser)
     _batching_arguments(parser)
     parser.add_argument("--output", metavar="DIR",
                         help="folder for report.json, the figures and predictions.jsonl "
                              "(default: a new folder named for the model, version and time)")
+    return parser
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="predict evaluate",
-        description="Classify every photo of a labelled folder through the server and report accuracy (95% "
+    parser = _evaluation_parser(
+        "evaluate", "Classify every photo of a labelled folder through the server and report accuracy (95% "
                     "Wilson interval), per-class precision/recall/F1, the confusion matrix and the calibration "
                     "error; images the server refuses are listed apart.")
-    _evaluation_arguments(parser)
     parser.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 if the accuracy is below X")
     return parser
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="predict compare",
-        description="Classify a labelled folder with two versions of a model (the baseline: --version/--label, "
-                    "default the latest; the candidate: --against/--against-version) and compare them: "
-                    "agreement, accuracy of each and McNemar's exact test on the images only one got right.")
-    _evaluation_arguments(parser)
+    parser = _evaluation_parser(
+        "compare", "Classify a labelled folder with two versions of a model (the baseline: --version/--label, "
+                   "default the latest; the candidate: --against/--against-version) and compare them: "
+                   "agreement, accuracy of each and McNemar's exact test on the images only one got right.")
     against = parser.add_mutually_exclusive_group(required=True)
     against.add_argument("--against", metavar="LABEL", help="the candidate's version label, e.g. canary")
     against.add_argument("--against-version", type=int, metavar="N", help="the candidate's version number")
