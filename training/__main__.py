@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from training.checkpoints import ResumeConflict
     from training.data import DataError
     from training.model import WeightsUnavailable
-    from training.publish import GateFailed, PublishError
+    from publishing.publish import GateFailed, PublishError
 
     started = time.perf_counter()
     try:
