@@ -43,13 +43,18 @@ class Gate:
     reference_logits: np.ndarray | None = None  # the Keras model's logits on them
 
 
+def short_fingerprint(fingerprint: str | None) -> str:
+    """`sha256:` and the first 12 hex digits: enough to tell two folders apart in one line."""
+    return f"{fingerprint[:19]}…" if fingerprint and len(fingerprint) > 19 else str(fingerprint)
+
+
 def describe_data(identity: dict | None) -> str:
     """A data identity (training/data_identity.py) in a few words: enough to tell two apart in one line."""
     if not identity:
         return "no data fingerprint"
-    fingerprint = str(identity.get("fingerprint", "unknown data"))
-    short = f"{fingerprint[:19]}…" if len(fingerprint) > 19 else fingerprint  # "sha256:" and 12 hex digits
-    return f"folder of {identity.get('files')} files, {short}" if identity.get("kind") == "folder" else fingerprint
+    if identity.get("kind") == "folder":
+        return f"folder of {identity.get('files')} files, {short_fingerprint(identity.get('fingerprint'))}"
+    return str(identity.get("fingerprint", "unknown data"))
 
 
 def _reason(err: BaseException, limit: int = 300) -> str:

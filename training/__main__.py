@@ -25,11 +25,11 @@ def run(config: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import checkpoints, data_identity, frozen_cache, phases, report
+    from training import checkpoints, frozen_cache, phases, report
     from model_api import decision
     from training import data as data_lib
     from training import model as model_lib
-    from training.callbacks import say
+    from publishing.gate import describe_data, say
     from training.loops import make_runtime
 
     runtime = make_runtime(config.batch_size)
@@ -56,7 +56,7 @@ def run(config: TrainConfig) -> dict:
         say(f"[data] {name}: {split.count} images{skipped}")
         for path, reason in split.skipped_files[:5]:
             say(f"[data]   skipped {path}: {reason}")
-    say(f"[data] classes: {', '.join(data.class_names)} (from {data.source}: {data_identity.describe(data.identity)})")
+    say(f"[data] classes: {', '.join(data.class_names)} (from {data.source}: {describe_data(data.identity)})")
     if data.train.count == 0:
         raise data_lib.DataError("no decodable training images")
     checkpoints.check_resumable(config, runtime.shard.count, data.identity.get("fingerprint"))  # changed content

@@ -17,10 +17,6 @@ STEP_MILESTONES = (0.5, 0.75)  # step: x0.1 after half the phase's epochs, x0.01
 
 # --- progress: log lines (containers log lines, not progress bars) and timings --------------------------
 
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
 class EpochLine(keras.callbacks.Callback):
     def __init__(self, phase: str, total_epochs: int, stream=None):
         super().__init__()

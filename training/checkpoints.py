@@ -18,8 +18,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from training import data_identity
 from publishing import storage
+from publishing.gate import short_fingerprint
 from training.config import RUN, TrainConfig, data_flag, flag, settings
 
 # The phases' names: their checkpoint folders, metrics.json keys and progress-line prefixes.
@@ -79,7 +79,7 @@ def _label(name: str, data_label: str) -> str:
 
 
 def _shown(name: str, value) -> str:
-    return repr(data_identity.short(value) if name == DATA_FINGERPRINT and value else value)
+    return repr(short_fingerprint(value) if name == DATA_FINGERPRINT and value else value)
 
 
 def _differences(stored: dict, wanted: dict, data_label: str = "the data's") -> list[str]:

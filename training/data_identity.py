@@ -50,16 +50,3 @@ def tfds_identity(info) -> dict:
         lines = "".join(f"{url}\t{checksum}\n" for url, checksum in sorted(checksums.items()))
         identity["checksums"] = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
     return identity
-
-
-def describe(identity: dict | None) -> str:
-    if not identity:
-        return "no data fingerprint"
-    if identity.get("kind") == "folder":
-        return f"folder of {identity.get('files')} files, {short(identity.get('fingerprint'))}"
-    return identity.get("fingerprint", "unknown data")
-
-
-def short(fingerprint: str | None) -> str:
-    """`sha256:` and the first 12 hex digits: enough to tell two folders apart in one line."""
-    return f"{fingerprint[:19]}…" if fingerprint and len(fingerprint) > 19 else str(fingerprint)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from publishing import storage
 from training import pipeline
-from training.callbacks import say
+from publishing.gate import say
 from training.checkpoints import DATA_FINGERPRINT
 from training.config import CACHE, IDENTITY, TrainConfig, is_plain_views, parse_views, settings
 from training.data import Datasets

@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 import tensorflow as tf
 
 from publishing import storage
+from publishing.gate import say
 from training import checkpoints, loops
-from training.callbacks import EarlyStopping, EpochLine, Stopwatch, random_state, say, schedule_callback
+from training.callbacks import EarlyStopping, EpochLine, Stopwatch, random_state, schedule_callback
 from training.config import TrainConfig
 from training.data import Datasets
 from training.frozen_cache import FrozenParts, Plan
