@@ -145,8 +145,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from serving.config_reload import parse_config_file
     from serving.monitoring import ServingMetrics, prometheus_path
-    from serving.registry import ModelRegistry, StartupError, parse_config_file, single_model_config
+    from serving.registry import ModelRegistry, StartupError, single_model_config
     from serving.server import LocalServer, read_ssl_config
 
     if bool(args.model_base_path) == bool(args.model_config_file):

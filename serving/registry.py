@@ -1,29 +1,5 @@
-"""The models the local server serves: configuration, polling, the version policy, labels.
-
-Behaves like TF Serving's ServerCore with a file-system source and the
-AvailabilityPreservingPolicy (tensorflow_serving/core/availability_preserving_policy.cc,
-aspired_versions_manager.cc, model_servers/server_core.cc):
-- a model is `name` + `base_path`; its versions are the integer-named children of base_path
-  (model_api/versions.py), polled every `--file_system_poll_wait_seconds`, each loaded from its
-  child's own name ("00001/"); a base path that cannot be listed changes nothing (the poll for
-  it is skipped, as PollFileSystemForServable aborts), only a readable empty one unloads;
-- the *aspired* versions are what `model_version_policy` picks from the versions on disk
-  (latest N, default 1; all; specific), whether or not they load;
-- a new aspired version is loaded (highest first), its warmup records replayed, then served;
-  a load is retried `max_num_load_retries` times, `load_retry_interval_seconds` apart, and
-  then stays failed (state END with the loader's own status code) for as long as it is aspired;
-- versions no longer aspired are unloaded once an aspired version serves; until then the
-  newest of them keeps serving (availability preserving). So a broken newest version during a
-  swap leaves the previous one serving, and at start (when no previous version was loaded)
-  it makes start() fail, as tensorflow_model_server fails to start;
-- `version_labels` must name available versions at start unless
-  `allow_version_labels_for_unavailable_models`;
-- reload_config() is ServerCore::ReloadConfig (serving/config_reload.py checks the new list),
-  watch_config_file() is --model_config_file_poll_wait_seconds; on_event reports each load
-  attempt's outcome and each unload (for the Prometheus metrics).
-A request holds a reference to the servable it resolved, so an unload never fails a request
-in flight: the old version is freed when its last request finishes.
-"""
+"""The models the local server serves, as TF Serving's ServerCore with a file-system source does (server_core.cc,
+aspired_versions_manager.cc): polling, loading with retries and warmup, unloading, labels, lookups (docs/serving.md)."""
 from __future__ import annotations
 
 import logging
@@ -40,9 +16,9 @@ from model_api.status import CODE_NAMES, code_number
 from model_api.versions import ListingError, VersionListing, join, scan_versions
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.config_reload import ConfigFileWatcher, ConfigReloading, unavailable_message
-from serving.config_reload import parse_config_file  # noqa: F401 - where __main__ and tests import it from
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.servable import Servable
+from serving.version_policy import versions_to_unload, wanted_versions
 from serving.warmup import replay_warmup
 
 log = logging.getLogger("serving")
@@ -73,27 +49,6 @@ class ModelEntry:
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelConfig:
     """What --model_name/--model_base_path mean: one model, latest version."""
     return model_server_config_pb2.ModelConfig(name=name, base_path=base_path, model_platform="tensorflow")
-
-
-def wanted_versions(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
-    """The aspired versions: what file_system_storage_path_source.cc emits for the policy."""
-    policy = config.model_version_policy
-    which = policy.WhichOneof("policy_choice")
-    if which == "all":
-        return list(on_disk)
-    if which == "specific":
-        return sorted(v for v in on_disk if v in set(policy.specific.versions))
-    count = policy.latest.num_versions if which == "latest" and policy.latest.num_versions else 1
-    return list(on_disk[-count:])
-
-
-def versions_to_unload(serving: set, aspired: set) -> list[int]:
-    """AvailabilityPreservingPolicy::GetNextAction, all its unloads at once: unaspired versions
-    go when an aspired version serves (or nothing is aspired); otherwise all but the newest."""
-    unaspired = sorted(serving - aspired)
-    if not aspired or aspired & serving:
-        return unaspired
-    return unaspired[:-1]
 
 
 def _code_number(err: BaseException) -> tuple[int, str]:

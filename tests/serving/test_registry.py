@@ -11,8 +11,10 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from model_api.status import CODE_NAMES
+from serving.config_reload import parse_config_file
 from serving.errors import ServingError
-from serving.registry import ModelRegistry, StartupError, State, parse_config_file, wanted_versions
+from serving.registry import ModelRegistry, StartupError, State
+from serving.version_policy import wanted_versions
 
 
 def spec(name="pets", version=None, label=None):

@@ -73,7 +73,7 @@ def test_batched_requests_give_the_same_outputs_as_unbatched_ones(model_base):
 # --- layering: servable < registry < handlers < front ends -------------------------------------
 
 LAYERS = [
-    {"errors", "config_protos"},
+    {"errors", "config_protos", "version_policy"},
     {"batching", "config_reload", "monitoring"},
     {"servable"},
     {"predict_util"},
