@@ -1,19 +1,5 @@
-"""Server-side batching the TF Serving way: --enable_batching with BatchingParameters.
-
-A port of the parts of TensorFlow's SharedBatchScheduler
-(tensorflow/core/kernels/batching_util/shared_batch_scheduler.h) and TF Serving's
-BatchingSession (tensorflow_serving/batching/batching_session.cc) that a SavedModel servable uses:
-- one scheduler with `num_batch_threads` threads, shared by every model (TF Serving creates one
-  for the server), and one queue per servable and signature;
-- a request ("task") joins the open batch of its queue; a task that does not fit closes it and
-  opens a new one; a batch runs when it is full or has waited `batch_timeout_micros`;
-- a task larger than `max_batch_size` fails with INVALID_ARGUMENT "Task size N is larger than
-  maximum input batch size M" (Queue::ValidateBatchTaskQueueCapacity); a queue holding
-  `max_enqueued_batches` batches refuses more with UNAVAILABLE;
-- a batch is padded up to the next of `allowed_batch_sizes` with copies of the first row of its
-  last task (BatchingSession::MergeInputTensors), run once, and its outputs split back per task
-  without the padding; if the run fails, every task in the batch gets that error, as in TF Serving.
-"""
+"""Server-side batching the TF Serving way (--enable_batching, BatchingParameters): the parts of TensorFlow's
+shared_batch_scheduler.h and TF Serving's batching/batching_session.cc a SavedModel servable uses (docs/serving.md)."""
 from __future__ import annotations
 
 import os
@@ -138,6 +124,8 @@ class BatchQueue:
         return task.outputs
 
     def _enqueue(self, task: _Task) -> None:
+        """Queue::Schedule and ValidateBatchTaskQueueCapacity: a task joins the open batch; one that does
+        not fit closes it and opens the next, unless max_enqueued_batches are already waiting."""
         limit = self.options.max_batch_size
         if task.size > limit:
             raise invalid_argument(f"Task size {task.size} is larger than maximum input batch size {limit}")
@@ -188,6 +176,8 @@ class BatchQueue:
                 task.done.set()
 
     def _merged_inputs(self, batch: _Batch) -> dict:
+        """BatchingSession::MergeInputTensors: padded to the next allowed size with copies of the first
+        row of the last task."""
         padding = self.options.padded_size(batch.size) - batch.size
         merged = {}
         for alias in batch.tasks[0].inputs:
