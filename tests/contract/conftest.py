@@ -7,8 +7,9 @@ import pytest
 
 from tests.conftest import docker_engine_reason, start_local_server
 from tests.contract.api import GrpcApi, RestApi
+from tests.deploy.pins import TF_SERVING_VERSION
 
-TF_SERVING_IMAGE = "tensorflow/serving:2.20.0"  # Dockerfile.serve's base; never pulled by a test run
+TF_SERVING_IMAGE = f"tensorflow/serving:{TF_SERVING_VERSION}"  # Dockerfile.serve's base; never pulled by a test run
 
 
 def tf_serving_reason() -> str | None:
