@@ -88,20 +88,15 @@ def main(argv=None) -> int:
 
     metrics = storage.read_json(metrics_path)
     try:
-        check_matches_training(config, metrics, metrics_path)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return CONFIG_ERROR_EXIT
-    try:
+        check_matches_training(config, metrics, metrics_path)  # the flags, before reading any data
         data = data_lib.load(config)
-    except data_lib.DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    try:
         check_matches_training(config, metrics, metrics_path, data.identity)  # the data as tested, by content
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
+    except data_lib.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     try:
         result = export_from_training(config, keras.models.load_model(model_path), data, metrics)
     except (GateFailed, publish.PublishError) as err:

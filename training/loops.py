@@ -60,18 +60,13 @@ def make_runtime(global_batch_size: int = 1) -> Runtime:
 
 # --- the loops: one epoch per call, training and evaluating timed apart ----------------------------------
 
-class KerasLoop:
-    """Keras' own fit and evaluate, one epoch per call (the validation after fit, as fit itself runs it)."""
-
-    def __init__(self, model: keras.Model, clock: Stopwatch | None = None):
-        self.model = model
-        self.clock = clock or Stopwatch()
+class _EpochLoop:
+    """One epoch per call: train (timed as "train"), then validate (timed as "evaluate"), as fit runs it.
+    A loop defines `_train(batches) -> logs` and `_evaluate(batches) -> (loss, accuracy)`."""
 
     def train_epoch(self, train_batches: tf.data.Dataset, validation_batches=None) -> dict:
         with self.clock.timing("train"):
-            history = self.model.fit(train_batches, epochs=1, verbose=0,
-                                     shuffle=False)  # the batches are already shuffled (seeded)
-        logs = {key: float(values[-1]) for key, values in history.history.items()}
+            logs = self._train(train_batches)
         if validation_batches is not None:
             loss, accuracy = self.evaluate(validation_batches)
             logs.update(val_loss=loss, val_accuracy=accuracy)
@@ -79,11 +74,26 @@ class KerasLoop:
 
     def evaluate(self, batches: tf.data.Dataset) -> tuple[float, float]:
         with self.clock.timing("evaluate"):
-            values = self.model.evaluate(batches, verbose=0, return_dict=True)
+            return self._evaluate(batches)
+
+
+class KerasLoop(_EpochLoop):
+    """Keras' own fit and evaluate."""
+
+    def __init__(self, model: keras.Model, clock: Stopwatch | None = None):
+        self.model = model
+        self.clock = clock or Stopwatch()
+
+    def _train(self, batches: tf.data.Dataset) -> dict:
+        history = self.model.fit(batches, epochs=1, verbose=0, shuffle=False)  # batches come shuffled (seeded)
+        return {key: float(values[-1]) for key, values in history.history.items()}
+
+    def _evaluate(self, batches: tf.data.Dataset) -> tuple[float, float]:
+        values = self.model.evaluate(batches, verbose=0, return_dict=True)
         return float(values["loss"]), float(values["accuracy"])
 
 
-class MultiWorkerLoop:
+class MultiWorkerLoop(_EpochLoop):
     """TensorFlow's custom-training-loop recipe (tutorials/distribute/custom_training), because Keras 3's
     fit does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388).
 
@@ -141,17 +151,11 @@ class MultiWorkerLoop:
             loss, correct, count = loss + float(batch_loss), correct + float(batch_correct), count + float(batch_count)
         return {"loss": loss / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
 
-    def train_epoch(self, train_batches: tf.data.Dataset, validation_batches=None) -> dict:
-        with self.clock.timing("train"):
-            logs = self._run_epoch(self._train_step, train_batches)
-        if validation_batches is not None:
-            loss, accuracy = self.evaluate(validation_batches)
-            logs.update(val_loss=loss, val_accuracy=accuracy)
-        return logs
+    def _train(self, batches: tf.data.Dataset) -> dict:
+        return self._run_epoch(self._train_step, batches)
 
-    def evaluate(self, dataset: tf.data.Dataset) -> tuple[float, float]:
-        with self.clock.timing("evaluate"):
-            result = self._run_epoch(self._test_step, dataset)
+    def _evaluate(self, batches: tf.data.Dataset) -> tuple[float, float]:
+        result = self._run_epoch(self._test_step, batches)
         return result["loss"], result["accuracy"]
 
 
