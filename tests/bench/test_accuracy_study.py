@@ -1,18 +1,12 @@
 """The accuracy study's rows and its choice: validation decides, test never does."""
-import importlib.util
-import pathlib
-
 import pytest
 
-STUDY_PATH = pathlib.Path(__file__).parents[2] / "bench" / "accuracy_study.py"
+from tests.bench.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("accuracy_study", STUDY_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("accuracy_study")
 
 
 def _run(validation, test, tta_validation=None, tta_test=None, seconds=100.0):

@@ -1,18 +1,12 @@
 """The side-by-side benchmark's table: phase 2 compared per epoch, the whole run by each process's wall time."""
-import importlib.util
-import pathlib
-
 import pytest
 
-BENCH_PATH = pathlib.Path(__file__).parents[2] / "bench" / "train_vs_seed.py"
+from tests.bench.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_vs_seed", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_vs_seed")
 
 
 def _job_phase(seconds, epochs, accuracy):
