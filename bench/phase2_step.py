@@ -67,10 +67,12 @@ def main(argv=None) -> int:
         print(f"{args.only:10} images/s per epoch: " + " ".join(f"{rate:.0f}" for rate in rates)
               + f"  (best {max(rates):.0f})", flush=True)
         return 0
+    variants = args.variants.split(",")
+    unknown = [variant for variant in variants if variant not in VARIANTS]
+    if unknown:  # before any variant runs, not after the first ones have
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     given = sys.argv[1:] if argv is None else list(argv)
-    for variant in args.variants.split(","):
-        if variant not in VARIANTS:
-            parser.error(f"--variants: unknown {variant!r}; choose from {', '.join(VARIANTS)}")
+    for variant in variants:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         subprocess.run([sys.executable, os.path.abspath(__file__), *given, "--only", variant], env=env, check=True)
     return 0
