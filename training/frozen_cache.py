@@ -102,7 +102,8 @@ def _write(path: str, run, model: keras.Model, source_batches: tf.data.Dataset) 
         for inputs, batch_labels in source_batches:
             yield run(inputs), batch_labels
 
-    outputs = tf.data.Dataset.from_generator(generate, output_signature=(output, labels)).unbatch()
+    outputs = pipeline.without_autotune_thread(
+        tf.data.Dataset.from_generator(generate, output_signature=(output, labels)).unbatch())
     outputs.save(path, shard_func=lambda *_: tf.constant(0, tf.int64))
 
 

@@ -61,7 +61,22 @@ def batches(dataset: tf.data.Dataset, config: TrainConfig, epoch: int | None = N
         augmenter = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
                                       keras.layers.RandomRotation(0.2, seed=seed)])
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    return without_autotune_thread(dataset.prefetch(AUTOTUNE))
+
+
+def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The same elements in the same order, iterated without tf.data's autotuning thread.
+
+    Deleting an iterator (fit and evaluate make one per epoch) joins that thread, and it often misses
+    the cancellation: Model::OptimizeLoop (tensorflow/core/framework/model.cc) wakes on the cancel
+    callback's notify but re-checks IsCancelled() before StartCancel sets it (tsl/framework/cancellation.cc),
+    then sleeps out its optimisation period. Seen with gdb on 2 cores: half of phase 2's epochs idled ~18 s
+    at their end (docs/benchmarks.md). AUTOTUNE settings then keep tf.data's defaults (parallelism up to the
+    cores), which is all these pipelines need: they read caches or decode ahead of a network step.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def image_batches(images: tf.data.Dataset, config: TrainConfig, epoch: int | None = None, augment: bool = False,

@@ -113,6 +113,27 @@ def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
     assert outputs()[1] == 0, "and the rebuilt cache is reused"
 
 
+def test_caches_are_written_without_the_autotune_thread(tmp_path, monkeypatch):
+    """Dataset.save deletes its input's iterator at the end, which joins tf.data's autotuning thread
+    (pipeline.without_autotune_thread): the cache writer turns it off."""
+    import keras
+    import tensorflow as tf
+
+    from training.frozen_cache import Caches
+
+    saved_options = []
+    save = tf.data.Dataset.save
+    monkeypatch.setattr(tf.data.Dataset, "save",
+                        lambda self, *a, **k: (saved_options.append(self.options()), save(self, *a, **k))[1])
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    batches = lambda: tf.data.Dataset.from_tensor_slices(  # noqa: E731
+        (np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5))).batch(2)
+    written = list(Caches(str(tmp_path), {"seed": 1}).outputs("dense", "test", model, batches, 5))
+    assert len(written) == 5
+    assert [options.autotune.enabled for options in saved_options] == [False]
+
+
 def test_cached_phase_one_gives_the_same_head_as_end_to_end(setup):
     root, config, data = setup
     clf = tiny_classifier()

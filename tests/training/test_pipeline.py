@@ -68,3 +68,18 @@ def test_drawn_views_from_per_view_caches_equal_the_end_to_end_draws(photos, sha
                                              unflipped):
         expected = pipeline.apply_view(names[int(choice)], original).numpy()
         np.testing.assert_array_equal(x.numpy(), expected)
+
+
+def test_batches_run_without_the_autotune_thread_and_keep_their_elements(photos):
+    """Deleting an iterator joins tf.data's autotuning thread, which can sleep out its period first
+    (pipeline.without_autotune_thread): every training and evaluation pipeline turns it off, unchanged."""
+    config, data = photos
+    formatted = pipeline.examples(data.train.images, config)
+    plain = formatted.batch(config.batch_size)
+    batched = pipeline.batches(formatted, config)
+    assert plain.options().autotune.enabled is not False  # tf.data's default: on
+    assert batched.options().autotune.enabled is False
+    assert pipeline.batches(formatted, config, epoch=3).options().autotune.enabled is False
+    for (x_plain, y_plain), (x, y) in zip(plain, batched, strict=True):
+        np.testing.assert_array_equal(x.numpy(), x_plain.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_plain.numpy())
