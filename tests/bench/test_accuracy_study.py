@@ -43,3 +43,11 @@ def test_the_choice_follows_validation_not_test_within_the_time_limit(study):
 def test_the_flags_of_a_tta_row_are_its_recipes_and_the_flip(study):
     assert study.flags_of("tutorial+tta") == ["--tta", "flip"]
     assert study.flags_of("tutorial") == []
+
+
+def test_a_validation_tie_goes_to_the_faster_recipe_whatever_the_order(study):
+    slow = study.recipe_rows("flip-es-224-ft5", [_run(0.99, 0.99, seconds=140.0), _run(0.98, 0.99, seconds=140.0)])
+    fast = study.recipe_rows("es-224-ft5", [_run(0.98, 0.90, seconds=110.0), _run(0.99, 0.90, seconds=110.0)])
+    baseline = study.recipe_rows("tutorial", [_run(0.96, 0.96)])
+    assert study.choose([*baseline, *slow, *fast], max_time_ratio=1.5)["recipe"] == "es-224-ft5"
+    assert study.choose([*baseline, *fast, *slow], max_time_ratio=1.5)["recipe"] == "es-224-ft5"
