@@ -47,13 +47,9 @@ def test_the_tutorial_recipe_is_every_default():
 
 
 def test_the_tuned_recipe_is_the_accuracy_studys_chosen_flags():
-    import importlib.util
-    import pathlib
+    from tests.bench.conftest import load_script
 
-    path = pathlib.Path(__file__).parents[2] / "bench" / "accuracy_study.py"
-    spec = importlib.util.spec_from_file_location("accuracy_study", path)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script("accuracy_study")
     chosen = from_env_and_args(["--recipe", "tuned", *study.flags_of(study.CHOSEN)], environ={})
     assert from_env_and_args(["--recipe", "tuned"], environ={}) == chosen  # the study's flags add nothing
     tutorial = from_env_and_args(study.flags_of(study.CHOSEN), environ={})
