@@ -82,19 +82,24 @@ def test_a_restarted_job_reuses_a_complete_cache_and_recomputes_an_incomplete_on
     assert changed.caches.seconds > 0, "a cache of other photos must be recomputed, whatever their count"
 
 
+def _dense_model_and_batches():
+    """A one-layer model and its 5 inputs in batches of 2: the smallest thing a cache can hold."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    return model, lambda: tf.data.Dataset.from_tensor_slices(
+        (np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5))).batch(2)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
     """A marker cut short (a crash while it was written, before it was written via a rename) or
     emptied must rebuild the cache, not stop the job with a JSON traceback."""
-    import keras
-    import tensorflow as tf
-
     from training.frozen_cache import Caches
 
-    inputs = keras.Input((2,))
-    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    batches = lambda: tf.data.Dataset.from_tensor_slices(  # noqa: E731
-        (np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5))).batch(2)
+    model, batches = _dense_model_and_batches()
 
     def outputs():
         caches = Caches(str(tmp_path), {"seed": 1})
@@ -116,7 +121,6 @@ def test_an_unreadable_cache_marker_means_no_marker(tmp_path, damage):
 def test_caches_are_written_without_the_autotune_thread(tmp_path, monkeypatch):
     """Dataset.save deletes its input's iterator at the end, which joins tf.data's autotuning thread
     (pipeline.without_autotune_thread): the cache writer turns it off."""
-    import keras
     import tensorflow as tf
 
     from training.frozen_cache import Caches
@@ -125,10 +129,7 @@ def test_caches_are_written_without_the_autotune_thread(tmp_path, monkeypatch):
     save = tf.data.Dataset.save
     monkeypatch.setattr(tf.data.Dataset, "save",
                         lambda self, *a, **k: (saved_options.append(self.options()), save(self, *a, **k))[1])
-    inputs = keras.Input((2,))
-    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
-    batches = lambda: tf.data.Dataset.from_tensor_slices(  # noqa: E731
-        (np.arange(10, dtype=np.float32).reshape(5, 2), np.arange(5))).batch(2)
+    model, batches = _dense_model_and_batches()
     written = list(Caches(str(tmp_path), {"seed": 1}).outputs("dense", "test", model, batches, 5))
     assert len(written) == 5
     assert [options.autotune.enabled for options in saved_options] == [False]
