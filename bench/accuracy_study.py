@@ -72,7 +72,7 @@ TTA_SUFFIX = "+tta"
 TTA_OF_ROW = "flip"  # the --tta a "+tta" row is served with
 # The winner of the study in docs/accuracy-study.md (3 seeds, 2026-12-07): training/config.py's `--recipe tuned`
 # holds these flags, and tests/training/test_config.py keeps the two equal.
-CHOSEN = "es-224-ft5-cosine"
+CHOSEN = "es-224-at116"
 
 
 def flags_of(name: str) -> list[str]:
