@@ -58,10 +58,12 @@ RECIPES: dict[str, list[str]] = {
     # The learning rate annealed to ~0 over each phase: the same time, smaller steps near the end.
     "es-224-ft5-cosine": ["--early-stopping-patience", "3", "--img-size", "224", "--fine-tune-epochs", "5",
                           "--lr-schedule", "cosine"],
-    # The regularizer and the cut at 224 px (the earlier studies tried them at 160 px only), on the chosen recipe.
+    # Label smoothing at 224 px (the earlier studies tried it at 160 px only), on es-224-ft5-cosine, the choice
+    # when it was declared.
     "es-224-ft5-cosine-smooth": ["--early-stopping-patience", "3", "--img-size", "224", "--fine-tune-epochs", "5",
                                  "--lr-schedule", "cosine", "--label-smoothing", "0.1"],
-    # Fine-tuning from layer 80 (block_8) instead of 100: more of the base adapts, each phase-2 step costs more.
+    # Fine-tuning from layer 80 (block_8) instead of 100, on the same: more of the base adapts, each phase-2 step
+    # costs more.
     "es-224-ft5-cosine-at80": ["--early-stopping-patience", "3", "--img-size", "224", "--fine-tune-epochs", "5",
                                "--lr-schedule", "cosine", "--fine-tune-at", "80"],
 }
