@@ -15,6 +15,12 @@ and never used to choose. Each recipe also gives a "<recipe>+tta" row: the same 
 as served with `--tta flip` (metrics.json's accuracy_by_tta), chosen or not on validation like
 the others. (A seed also draws the 80/10/10 split, so the spread includes the split's; every
 recipe sees the same seeds, so their differences are paired.)
+
+Wall times are only compared when they were measured on a machine of the same speed: before and
+after each run the study times a fixed matrix product ("machine s"), and a recipe whose runs' machine
+was more than MACHINE_TOLERANCE faster or slower than the tutorial runs' is not chosen (one line
+says so). Machines here differ 2-3x between sittings, so a recipe added to an old `--out` needs the
+tutorial re-run beside it.
 """
 from __future__ import annotations
 
@@ -90,6 +96,9 @@ TTA_OF_ROW = "flip"  # the --tta a "+tta" row is served with
 # took over 1.5x the tutorial's time): training/config.py's `--recipe tuned` holds these flags (a "+tta" row's
 # include its --tta), and tests/training/test_config.py keeps the two equal.
 CHOSEN = "es-224-at116"
+# How far (as a fraction) the machine's speed may differ between a recipe's runs and the tutorial's for their
+# wall times to be compared. Within one sitting it drifts by ~10 %; between sittings it has differed by 60 %.
+MACHINE_TOLERANCE = 0.15
 
 
 def flags_of(name: str) -> list[str]:
@@ -97,6 +106,20 @@ def flags_of(name: str) -> list[str]:
     if name.endswith(TTA_SUFFIX):
         return [*RECIPES[name.removesuffix(TTA_SUFFIX)], "--tta", TTA_OF_ROW]
     return RECIPES[name]
+
+
+def machine_seconds(repeats: int = 5) -> float:
+    """The machine's speed now: the median time of a fixed float32 matrix product workload (~0.3 s)."""
+    import numpy as np  # here, so that loading the study for its tables needs no numpy
+
+    matrix = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(24):
+            matrix @ matrix
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def run_dir(out: str, recipe: str, seed: int) -> str:
@@ -120,11 +143,14 @@ def train(args, recipe: str, seed: int) -> dict:
         started_marker = os.path.join(directory, "started")
         resumed = os.path.exists(started_marker)  # an earlier attempt was interrupted: it resumes
         open(started_marker, "w").close()
+        machine_before = machine_seconds()
         started = time.perf_counter()
         with open(os.path.join(directory, "log.txt"), "a") as log:
             subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+        seconds = time.perf_counter() - started
         with open(wall_path, "w") as f:  # a resumed run counts only its last part: the table says so
-            json.dump({"seconds": time.perf_counter() - started, "resumed": resumed}, f)
+            json.dump({"seconds": seconds, "resumed": resumed,
+                       "machine_seconds": (machine_before + machine_seconds()) / 2}, f)
     else:
         print(f"[study] {recipe} seed {seed}: done before ({metrics_path})", flush=True)
     with open(metrics_path) as f:
@@ -178,7 +204,42 @@ def recipe_row(name: str, runs: list[dict], validation: list[float], test: list[
                                            for p in phases),
         "wall_seconds": statistics.fmean(r["wall"]["seconds"] for r in runs),
         "any_resumed": any(r["wall"].get("resumed") for r in runs),
+        # None when a run predates the calibration (wall.json without machine_seconds).
+        "machine_seconds": (statistics.fmean(r["wall"]["machine_seconds"] for r in runs)
+                            if all("machine_seconds" in r["wall"] for r in runs) else None),
     }
+
+
+def baseline_of(rows: list[dict]) -> dict | None:
+    return next((row for row in rows if row["recipe"] == BASELINE), None)
+
+
+def timed_alike(row: dict, baseline: dict) -> bool:
+    """Whether a row's wall time may be compared with the tutorial's: both timed on a machine of the same speed,
+    or both before the calibration was recorded (the table shows "-" for those)."""
+    ours, theirs = row["machine_seconds"], baseline["machine_seconds"]
+    if ours is None or theirs is None:
+        return ours is None and theirs is None
+    return abs(ours / theirs - 1) <= MACHINE_TOLERANCE
+
+
+def timing_mismatches(rows: list[dict]) -> list[str]:
+    """One line per row whose wall time cannot be compared with the tutorial's, saying why."""
+    baseline = baseline_of(rows)
+    if baseline is None:
+        return []
+    lines = []
+    for row in rows:
+        if timed_alike(row, baseline):
+            continue
+        if row["machine_seconds"] is None or baseline["machine_seconds"] is None:
+            why = "only one of it and the tutorial has a machine calibration"
+        else:
+            why = (f"its machine took {row['machine_seconds'] / baseline['machine_seconds']:.2f}x the tutorial "
+                   f"runs' time on the calibration (limit +-{MACHINE_TOLERANCE:.0%})")
+        lines.append(f"{row['recipe']}: not chosen, its wall time is not comparable: {why}; "
+                     "re-run the tutorial beside it in one --out")
+    return lines
 
 
 def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
@@ -186,16 +247,18 @@ def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
     test accuracy.
 
     A resumed run's wall time covers only its last attempt, so a recipe with one cannot be shown
-    to be fast enough and is not chosen; neither is any recipe when the tutorial's time is unknown.
+    to be fast enough and is not chosen; neither is any recipe when the tutorial's time is unknown, nor one
+    timed on a machine faster or slower than the tutorial's (see timed_alike).
     """
-    baseline = next((row for row in rows if row["recipe"] == BASELINE), None)
+    baseline = baseline_of(rows)
     if baseline is None:
         limit = float("inf")
     elif baseline["any_resumed"]:
         return None
     else:
         limit = baseline["wall_seconds"] * max_time_ratio
-    eligible = [row for row in rows if not row["any_resumed"] and row["wall_seconds"] <= limit]
+    eligible = [row for row in rows if not row["any_resumed"] and row["wall_seconds"] <= limit
+                and (baseline is None or timed_alike(row, baseline))]
     # A tie (the same number of validation photos right; means rounded past float noise) goes to the faster.
     return max(eligible, key=lambda row: (round(row["validation_accuracy"][0], 6), -row["wall_seconds"]),
                default=None)
@@ -206,19 +269,24 @@ def table(rows: list[dict], winner: dict | None, args) -> str:
     lines = [f"Accuracy study: {args.data_dir}, seeds {args.seeds}, max-images {args.max_images or 'all'}, "
              f"epochs {args.epochs or 'default'} + {args.fine_tune_epochs or 'default'}",
              "",
-             "| recipe | flags | seeds | validation acc | test acc | phase 1 s | phase 2 s | epochs | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| recipe | flags | seeds | validation acc | test acc | phase 1 s | phase 2 s | epochs | wall s "
+             "| machine s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = " **(chosen)**" if winner is row else ""
         lines.append(f"| {row['recipe']}{mark} | {row['flags']} | {row['seeds']} | {pm(row['validation_accuracy'])} "
                      f"| {pm(row['test_accuracy'])} | {row['phase1_seconds']:.0f} | {row['phase2_seconds']:.0f} "
-                     f"| {row['epochs_trained']:.1f} | {row['wall_seconds']:.0f}{'*' if row['any_resumed'] else ''} |")
+                     f"| {row['epochs_trained']:.1f} | {row['wall_seconds']:.0f}{'*' if row['any_resumed'] else ''} "
+                     f"| {'-' if row['machine_seconds'] is None else format(row['machine_seconds'], '.3f')} |")
     lines += ["", "Chosen on mean validation accuracy (a tie: the faster) among recipes within "
               f"{args.max_time_ratio}x the tutorial's wall time: {winner['recipe'] if winner else 'none'}.",
               "Validation and test accuracy: after the last phase (early stopping: of the restored best weights);",
               f"a {TTA_SUFFIX} row is the same runs' models scored as served with --tta flip (no extra training).",
               "Wall s: the whole `train-job` process per run, cache building included"
-              " (* a run was resumed: its wall time covers only the last part, so the recipe is not chosen)."]
+              " (* a run was resumed: its wall time covers only the last part, so the recipe is not chosen).",
+              "Machine s: a fixed matrix product's time before and after each run (mean over runs; - : not recorded);",
+              f"wall times are compared only between rows within +-{MACHINE_TOLERANCE:.0%} of the tutorial's.",
+              *("- " + line for line in timing_mismatches(rows))]
     return "\n".join(lines) + "\n"
 
 
@@ -252,6 +320,8 @@ def main(argv=None) -> int:
     rows = [row for recipe in args.recipes
             for row in recipe_rows(recipe, [runs[recipe, seed] for seed in args.seeds])]
     winner = choose(rows, args.max_time_ratio)
+    for line in timing_mismatches(rows):
+        print(f"[study] {line}", flush=True)
     text = table(rows, winner, args)
     with open(os.path.join(args.out, "study.md"), "w") as f:
         f.write(text)
