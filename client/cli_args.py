@@ -17,7 +17,8 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--grpc", metavar="HOST:PORT",
                        help="TF Serving gRPC address, e.g. localhost:8500; dns:///NAME:PORT spreads requests "
                             "round-robin over every address NAME resolves to (a headless Service's pods)")
-    where.add_argument("--rest", metavar="URL", help="TF Serving REST base URL, e.g. http://localhost:8501")
+    where.add_argument("--rest", metavar="URL", type=_rest_url,
+                       help="TF Serving REST base URL, e.g. http://localhost:8501")
     parser.add_argument("--model", required=True, help="model name")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="a specific model version (default: the latest)")
@@ -45,6 +46,13 @@ def _batching_arguments(parser: argparse.ArgumentParser) -> None:
     progress = parser.add_mutually_exclusive_group()
     progress.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+
+
+def _rest_url(text: str) -> str:
+    """A base URL with its scheme: without one, requests fails later with "No connection adapters"."""
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r} (e.g. http://{text.split('://')[-1]})")
+    return text
 
 
 def _byte_count(text: str) -> int:

@@ -147,3 +147,13 @@ def test_max_request_bytes_refuses_what_is_not_a_size(given, capsys):
     with pytest.raises(SystemExit):
         build_parser("classify").parse_args(["--grpc", "h:1", "--model", "m", "--max-request-bytes", given, "x"])
     assert "--max-request-bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["localhost:8501", "ftp://localhost:8501"])
+def test_rest_refuses_an_address_without_an_http_scheme_naming_the_url_to_give(given, capsys):
+    from client.cli_args import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser("classify").parse_args(["--rest", given, "--model", "m", "x"])
+    assert "not an http(s) URL" in capsys.readouterr().err
+    assert build_parser("classify").parse_args(["--rest", "https://h:1/", "--model", "m", "x"]).rest == "https://h:1/"
