@@ -29,7 +29,8 @@ class ConfigError(ValueError):
 # measured figures (docs/training.md, "Beyond the tutorial"; docs/accuracy-study.md).
 RECIPES: dict[str, dict] = {
     "tutorial": {},  # the tutorial exactly: every default
-    "tuned": {"img_size": 224, "early_stopping_patience": 3, "fine_tune_at": 116},
+    "tuned": {"img_size": 288, "early_stopping_patience": 3, "fine_tune_at": 116, "fine_tune_epochs": 5,
+              "tta": "flip"},
 }
 
 

@@ -56,6 +56,18 @@ def test_the_tuned_recipe_is_the_accuracy_studys_chosen_flags():
     assert dataclasses.replace(tutorial, recipe="tuned") == chosen  # nor does the recipe add anything else
 
 
+def test_the_documented_cheap_to_serve_override_of_tuned_is_the_studys_224_px_recipe():
+    # README and docs/training.md offer `--recipe tuned --img-size 224 --fine-tune-epochs 10 --tta none`
+    # as the study's es-224-at116 (test 0.9839 at the tutorial recipe's cost).
+    from tests.bench.conftest import load_script
+
+    study = load_script("accuracy_study")
+    overridden = from_env_and_args(["--recipe", "tuned", "--img-size", "224", "--fine-tune-epochs", "10",
+                                    "--tta", "none"], environ={})
+    es_224 = from_env_and_args(study.flags_of("es-224-at116"), environ={})
+    assert dataclasses.replace(es_224, recipe="tuned") == overridden
+
+
 def test_a_recipe_sets_values_that_the_environment_and_flags_override(monkeypatch):
     from training import config as config_module
 
