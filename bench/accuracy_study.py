@@ -217,13 +217,18 @@ def baseline_of(rows: list[dict]) -> dict | None:
     return next((row for row in rows if row["recipe"] == BASELINE), None)
 
 
-def timed_alike(row: dict, baseline: dict) -> bool:
-    """Whether a row's wall time may be compared with the tutorial's: both timed on a machine of the same speed,
-    or both before the calibration was recorded (the table shows "-" for those)."""
+def timing_mismatch(row: dict, baseline: dict) -> str | None:
+    """Why a row's wall time may not be compared with the tutorial's, or None when it may: both timed on a
+    machine of the same speed, or both before the calibration was recorded (the table shows "-" for those)."""
     ours, theirs = row["machine_seconds"], baseline["machine_seconds"]
+    if ours is None and theirs is None:
+        return None
     if ours is None or theirs is None:
-        return ours is None and theirs is None
-    return abs(ours / theirs - 1) <= MACHINE_TOLERANCE
+        return "only one of it and the tutorial has a machine calibration"
+    if abs(ours / theirs - 1) <= MACHINE_TOLERANCE:
+        return None
+    return (f"its machine took {ours / theirs:.2f}x the tutorial runs' time on the calibration "
+            f"(limit +-{MACHINE_TOLERANCE:.0%})")
 
 
 def timing_mismatches(rows: list[dict]) -> list[str]:
@@ -231,18 +236,9 @@ def timing_mismatches(rows: list[dict]) -> list[str]:
     baseline = baseline_of(rows)
     if baseline is None:
         return []
-    lines = []
-    for row in rows:
-        if timed_alike(row, baseline):
-            continue
-        if row["machine_seconds"] is None or baseline["machine_seconds"] is None:
-            why = "only one of it and the tutorial has a machine calibration"
-        else:
-            why = (f"its machine took {row['machine_seconds'] / baseline['machine_seconds']:.2f}x the tutorial "
-                   f"runs' time on the calibration (limit +-{MACHINE_TOLERANCE:.0%})")
-        lines.append(f"{row['recipe']}: not chosen, its wall time is not comparable: {why}; "
-                     "re-run the tutorial beside it in one --out")
-    return lines
+    return [f"{row['recipe']}: not chosen, its wall time is not comparable: {why}; "
+            "re-run the tutorial beside it in one --out"
+            for row in rows if (why := timing_mismatch(row, baseline)) is not None]
 
 
 def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
@@ -251,7 +247,7 @@ def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
 
     A resumed run's wall time covers only its last attempt, so a recipe with one cannot be shown
     to be fast enough and is not chosen; neither is any recipe when the tutorial's time is unknown, nor one
-    timed on a machine faster or slower than the tutorial's (see timed_alike).
+    timed on a machine faster or slower than the tutorial's (see timing_mismatch).
     """
     baseline = baseline_of(rows)
     if baseline is None:
@@ -261,7 +257,7 @@ def choose(rows: list[dict], max_time_ratio: float) -> dict | None:
     else:
         limit = baseline["wall_seconds"] * max_time_ratio
     eligible = [row for row in rows if not row["any_resumed"] and row["wall_seconds"] <= limit
-                and (baseline is None or timed_alike(row, baseline))]
+                and (baseline is None or timing_mismatch(row, baseline) is None)]
     # A tie (the same number of validation photos right; means rounded past float noise) goes to the faster.
     return max(eligible, key=lambda row: (round(row["validation_accuracy"][0], 6), -row["wall_seconds"]),
                default=None)

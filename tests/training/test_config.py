@@ -58,7 +58,7 @@ def test_the_tuned_recipe_is_the_accuracy_studys_chosen_flags():
 
 def test_the_documented_cheap_to_serve_override_of_tuned_is_the_studys_224_px_recipe():
     # README and docs/training.md offer `--recipe tuned --img-size 224 --fine-tune-epochs 10 --tta none`
-    # as the study's es-224-at116 (test 0.9839 at the tutorial recipe's cost).
+    # as the study's es-224-at116 (test 0.9839, cheaper to serve).
     from tests.bench.conftest import load_script
 
     study = load_script("accuracy_study")
